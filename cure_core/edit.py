@@ -1,0 +1,78 @@
+"""Turn a :class:`~cure_core.spectral.LowRankEraser` into per-layer low-rank weight updates.
+
+Each update is a LoRA-style pair ``(up, down)`` with ``W' = W + up @ down``; the
+measures kept beside it say what the edit does to that layer, for the report.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from .spectral import LowRankEraser
+
+
+@dataclass(frozen=True)
+class LayerEdit:
+    key: str
+    up: torch.Tensor                 # [out, k]
+    down: torch.Tensor               # [k, in]
+    weight_change: float             # ‖ΔW‖_F / ‖W‖_F
+    forget_removed: float            # share of the forget embeddings' output energy removed
+    retain_change: float | None      # ‖ΔW E_r‖ / ‖W E_r‖: how much retained outputs move
+
+    @property
+    def numel(self) -> int:
+        return self.up.numel() + self.down.numel()
+
+
+def _frobenius_of_product(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """‖up @ down‖_F without forming the product."""
+    return torch.sqrt(((up.T @ up) * (down @ down.T)).sum().clamp_min(0))
+
+
+def edit_layer(key: str, weight: torch.Tensor, eraser: LowRankEraser, forget: torch.Tensor,
+               retain: torch.Tensor | None = None, columns: int | None = None) -> LayerEdit:
+    """The update ``W' = W (I − P_dis)`` for one weight ``[out, in]``.
+
+    ``columns`` restricts the edit to the first input columns (a layer whose input is
+    the pooled text vector followed by other features, like SDXL's ``label_emb``).
+    """
+    weight = weight.to(device=eraser.left.device, dtype=eraser.left.dtype)
+    read = weight if columns is None else weight[:, :columns]
+    up, down = eraser.weight_update(read)
+    if columns is not None:
+        padded = torch.zeros(down.shape[0], weight.shape[1], device=down.device, dtype=down.dtype)
+        padded[:, :columns] = down
+        down = padded
+    forget = forget.to(device=up.device, dtype=up.dtype)
+    before = forget @ read.T                                   # rows: W e for each forget embedding
+    delta = (forget @ eraser.right.T) @ up.T                    # rows: ΔW e
+    forget_removed = 1.0 - float((before + delta).square().sum() / before.square().sum().clamp_min(1e-30))
+    retain_change = None
+    if retain is not None:
+        retain = retain.to(device=up.device, dtype=up.dtype)
+        kept = retain @ read.T
+        moved = (retain @ eraser.right.T) @ up.T
+        retain_change = float(moved.norm() / kept.norm().clamp_min(1e-30))
+    weight_change = float(_frobenius_of_product(up, down) / weight.norm().clamp_min(1e-30))
+    return LayerEdit(key, up, down, weight_change, forget_removed, retain_change)
+
+
+def edit_layers(weights: Mapping[str, torch.Tensor], eraser: LowRankEraser, forget: torch.Tensor,
+                retain: torch.Tensor | None = None) -> list[LayerEdit]:
+    """:func:`edit_layer` for every weight that reads the same embeddings (``down`` is shared)."""
+    return [edit_layer(key, weight, eraser, forget, retain) for key, weight in weights.items()]
+
+
+def format_layer_table(edits: list[LayerEdit], prefix: str = "diffusion_model.") -> str:
+    """One line per edited layer: weight change and forget output energy removed (retain change)."""
+    lines = []
+    for e in edits:
+        name = e.key[len(prefix):] if e.key.startswith(prefix) else e.key
+        name = name.removesuffix(".weight")
+        retain = "" if e.retain_change is None else f", retained outputs moved {e.retain_change:6.2%}"
+        lines.append(f"  {name}: weight changed {e.weight_change:6.2%}, forget energy removed "
+                     f"{e.forget_removed:6.2%}{retain}")
+    return "\n".join(lines)

@@ -1,0 +1,15 @@
+"""ComfyUI wrappers of :mod:`cure_core` (the only part of the pack that imports ComfyUI)."""
+from __future__ import annotations
+
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from .demo import TinyDemoModel
+from .erase_cure import EraseConceptsCURE
+
+
+class ConceptErasureExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [EraseConceptsCURE, TinyDemoModel]

@@ -1,0 +1,31 @@
+"""Demo loader: a tiny random-weight model so that workflows run without any download."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from .erase_cure import CATEGORY
+from .tiny_models import TINY_FAMILIES, tiny_checkpoint
+
+
+class TinyDemoModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CURE_TinyDemoModel",
+            display_name="Tiny Demo Model (random weights)",
+            category=f"{CATEGORY}/demo",
+            description="Builds ComfyUI's own SD1.x/SD2.x/SDXL classes at a tiny size with seeded random weights "
+                        "and real tokenizers. It draws noise, not pictures: use it to try the erasure nodes, "
+                        "test workflows, or run the pack without downloading a checkpoint.",
+            inputs=[
+                io.Combo.Input("family", options=TINY_FAMILIES, default=TINY_FAMILIES[0],
+                               tooltip="Which architecture to build."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
+                             tooltip="Seed of the random weights: the same seed gives the same model."),
+            ],
+            outputs=[io.Model.Output(), io.Clip.Output(), io.Vae.Output()],
+        )
+
+    @classmethod
+    def execute(cls, family: str, seed: int) -> io.NodeOutput:
+        return io.NodeOutput(*tiny_checkpoint(family, seed))

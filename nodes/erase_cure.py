@@ -1,0 +1,208 @@
+"""The **Erase Concepts (CURE)** node: CURE's Spectral Eraser on a ComfyUI MODEL."""
+from __future__ import annotations
+
+import math
+
+import torch
+import comfy.utils
+from comfy_api.latest import io, ui
+
+from ..cure_core.concepts import (CONCEPT_KINDS, DEFAULT_ALPHA, TOKEN_SELECTIONS, expand, parse_concepts,
+                                  parse_templates)
+from ..cure_core.edit import LayerEdit, edit_layer, format_layer_table
+from ..cure_core.families import LAYER_CHOICES, Family, family_for_config
+from ..cure_core.spectral import LowRankEraser, check_alpha, low_rank_eraser
+from .encoding import EncodedConcepts, encode_concepts
+from .patching import effective_weights, patched_clone
+
+CATEGORY = "concept erasure"
+AUTO = 0.0
+
+
+def resolve_alpha(value: float, kind: str, name: str) -> float:
+    """0 means the paper's default for the concept kind; otherwise α must be ≥ 1."""
+    if value == AUTO:
+        return DEFAULT_ALPHA[kind]
+    check_alpha(value, name)
+    return float(value)
+
+
+def detect_family(model) -> Family:
+    config = getattr(getattr(model, "model", None), "model_config", None)
+    if config is None:
+        raise ValueError("The MODEL input is not a ComfyUI diffusion model (it has no model config).")
+    return family_for_config(type(config).__name__)
+
+
+def check_strength(strength: float) -> float:
+    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0.0 <= strength <= 1.0):
+        raise ValueError(f"strength must be between 0 and 1 (got {strength!r}): 1 applies the full erasure.")
+    return float(strength)
+
+
+def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: str = "style", templates_text: str = "",
+                   alpha_forget: float = AUTO, alpha_retain: float = AUTO, strength: float = 1.0,
+                   layers: str = LAYER_CHOICES[0], token_selection: str = TOKEN_SELECTIONS[0],
+                   erase_pooled: bool = False):
+    """Everything the node does, as a function: returns ``(patched clone, report)``.
+
+    All inputs are checked before anything is computed; the input MODEL is never modified.
+    """
+    forget = parse_concepts(forget_text)
+    if not forget:
+        raise ValueError("No concept to forget: type at least one concept (one per line) in forget_concepts.")
+    retain = parse_concepts(retain_text)
+    both = [c for c in forget if c.lower() in {r.lower() for r in retain}]
+    if both:
+        raise ValueError(f"{', '.join(map(repr, both))} is both forgotten and retained: remove it from one list.")
+    templates = parse_templates(templates_text, kind)
+    alpha_f = resolve_alpha(alpha_forget, kind, "alpha_forget")
+    alpha_r = resolve_alpha(alpha_retain, kind, "alpha_retain")
+    strength = check_strength(strength)
+    if token_selection not in TOKEN_SELECTIONS:
+        raise ValueError(f"Unknown token selection {token_selection!r}; choose one of {', '.join(TOKEN_SELECTIONS)}.")
+    family = detect_family(model)
+    keys = family.text_layer_keys(model.model.state_dict().keys(), layers)
+    if not keys:
+        raise ValueError(f"No text-reading layers found in this {family.name} model: is it a complete checkpoint?")
+
+    with_pooled = erase_pooled and family.pooled is not None
+    forget_enc = encode_concepts(clip, expand(forget, templates), token_selection, with_pooled)
+    retain_enc = encode_concepts(clip, expand(retain, templates), token_selection, with_pooled) if retain else None
+    weights = effective_weights(model, keys)
+    width = next(iter(weights.values())).shape[1]
+    if forget_enc.rows.shape[1] != width:
+        raise ValueError(f"The CLIP gives {forget_enc.rows.shape[1]}-wide embeddings but this {family.name} model's "
+                         f"cross-attention reads {width}-wide ones: connect the CLIP that belongs to this model.")
+
+    device = next(iter(weights.values())).device
+    eraser = low_rank_eraser(forget_enc.rows.to(device), _rows(retain_enc, device), alpha_f, alpha_r)
+    progress = comfy.utils.ProgressBar(len(keys) + int(with_pooled))
+    edits = []
+    for key, weight in weights.items():
+        edits.append(edit_layer(key, weight, eraser, forget_enc.rows, _rows(retain_enc)))
+        progress.update(1)
+    pooled_edit = None
+    if with_pooled:
+        pooled_edit = _pooled_edit(model, family, forget_enc, retain_enc, alpha_f, alpha_r)
+        edits.append(pooled_edit)
+        progress.update(1)
+
+    patched = patched_clone(model, edits, strength)
+    report = _report(family, model, forget, retain, forget_enc, retain_enc, templates, alpha_f, alpha_r, strength,
+                     layers, token_selection, eraser, edits, pooled_edit, erase_pooled)
+    return patched, report
+
+
+def _rows(encoded: EncodedConcepts | None, device=None) -> torch.Tensor | None:
+    return None if encoded is None else encoded.rows.to(device) if device is not None else encoded.rows
+
+
+def _pooled_edit(model, family: Family, forget_enc: EncodedConcepts, retain_enc: EncodedConcepts | None,
+                 alpha_f: float, alpha_r: float) -> LayerEdit:
+    """The same spectral edit on the pooled vector, applied to the leading columns of the pooled layer."""
+    key = family.pooled.key
+    weight = effective_weights(model, [key])[key]
+    width = forget_enc.pooled.shape[1]
+    if weight.shape[1] <= width:
+        raise ValueError(f"{key} reads {weight.shape[1]} features, fewer than the {width}-wide pooled vector.")
+    retain_pooled = None if retain_enc is None else retain_enc.pooled.to(weight.device)
+    eraser = low_rank_eraser(forget_enc.pooled.to(weight.device), retain_pooled, alpha_f, alpha_r)
+    return edit_layer(key, weight, eraser, forget_enc.pooled, retain_pooled, columns=width)
+
+
+def _report(family, model, forget, retain, forget_enc, retain_enc, templates, alpha_f, alpha_r, strength, layers,
+            token_selection, eraser: LowRankEraser, edits: list[LayerEdit], pooled_edit, erase_pooled) -> str:
+    def counts(enc: EncodedConcepts) -> str:
+        return ", ".join(f"{c} ({n} rows)" for c, n in enc.tokens_per_concept.items())
+
+    text_edits = [e for e in edits if e is not pooled_edit]
+    removed = [e.forget_removed for e in text_edits]
+    lines = [
+        f"CURE Spectral Eraser on {family.name} (ComfyUI model type {type(model.model.model_config).__name__})",
+        f"Embeddings: {family.encoder}; token rows: {token_selection}; {len(templates)} template(s) per concept",
+        f"Forget (alpha {alpha_f:g}): {counts(forget_enc)}",
+        f"Retain (alpha {alpha_r:g}): {counts(retain_enc) if retain_enc else 'none'}",
+        f"Erased subspace: rank {eraser.rank} of {eraser.dim}; top energy shares "
+        + ", ".join(f"{float(r):.3f}" for r in eraser.energy[:5]),
+        f"Edited {len(text_edits)} layers ({layers}) at strength {strength:g}; patches hold "
+        f"{sum(e.numel for e in edits) * 4 / 2**20:.2f} MiB",
+        f"Forget output energy removed at full strength: mean {sum(removed) / len(removed):.2%}, "
+        f"min {min(removed):.2%}, max {max(removed):.2%}",
+    ]
+    if retain_enc is not None:
+        moved = [e.retain_change for e in text_edits]
+        lines.append(f"Retained outputs moved: mean {sum(moved) / len(moved):.2%}, max {max(moved):.2%}")
+    if pooled_edit is not None:
+        lines.append(f"Pooled path {pooled_edit.key}: forget energy removed {pooled_edit.forget_removed:.2%}")
+    elif erase_pooled:
+        lines.append(f"Pooled path: {family.name} has none; nothing else edited.")
+    lines.append("Per layer:")
+    lines.append(format_layer_table(edits))
+    return "\n".join(lines)
+
+
+class EraseConceptsCURE(io.ComfyNode):
+    """Node wrapper of :func:`erase_concepts`."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CURE_EraseConcepts",
+            display_name="Erase Concepts (CURE)",
+            category=CATEGORY,
+            description="Removes concepts from a diffusion model in closed form (CURE's Spectral Eraser): the "
+                        "layers that read the text encoder are projected away from the concepts' embeddings. "
+                        "Returns a patched copy; the input model is unchanged.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to erase concepts from (SD1.x, SD2.x, SDXL)."),
+                io.Clip.Input("clip", tooltip="The CLIP that belongs to this model: concepts are encoded with it, "
+                                              "including any CLIPSetLastLayer or CLIP LoRA applied before."),
+                io.String.Input("forget_concepts", multiline=True, default="",
+                                placeholder="one concept per line, e.g.\nVan Gogh\nStarry Night",
+                                tooltip="Concepts to remove, one per line. Lines starting with # are ignored."),
+                io.String.Input("retain_concepts", multiline=True, default="",
+                                placeholder="optional, one per line, e.g.\npainting\nMonet",
+                                tooltip="Concepts to protect, one per line: the edit avoids their directions, "
+                                        "so neighbours of the erased concept survive."),
+                io.Combo.Input("concept_kind", options=CONCEPT_KINDS, default="style",
+                               tooltip="Picks the default prompt templates and alphas: 2 for style, object and "
+                                       "identity, 5 for explicit content (CURE's settings). 'raw text' encodes "
+                                       "each line as it is."),
+                io.String.Input("templates", multiline=True, default="",
+                                placeholder="optional, one per line with {} for the concept, e.g.\n"
+                                            "a painting in the style of {}",
+                                tooltip="Prompt templates that place each concept in context; empty uses the "
+                                        "kind's defaults."),
+                io.Float.Input("alpha_forget", default=AUTO, min=0.0, max=1000.0, step=0.1,
+                               tooltip="Expansion strength for the forget set (>= 1; larger erases the whole "
+                                       "concept span more evenly). 0 = the concept kind's default."),
+                io.Float.Input("alpha_retain", default=AUTO, min=0.0, max=1000.0, step=0.1,
+                               tooltip="Expansion strength for the retain set (>= 1; larger protects retained "
+                                       "directions more completely). 0 = the concept kind's default."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="How much of the erasure to apply: W' = W - strength * W P_dis."),
+                io.Combo.Input("layers", options=LAYER_CHOICES, default=LAYER_CHOICES[0],
+                               tooltip="Which cross-attention projections to edit: keys and values (CURE), "
+                                       "or only one of them."),
+                io.Combo.Input("token_selection", options=TOKEN_SELECTIONS, default=TOKEN_SELECTIONS[0],
+                               tooltip="Which token embeddings of each prompt span the concept: its own tokens "
+                                       "plus the end token (which summarises the prompt), its own tokens only, "
+                                       "or every token of the prompt."),
+                io.Boolean.Input("erase_pooled", default=False,
+                                 tooltip="SDXL only: also erase the concept from the pooled CLIP-G vector that "
+                                         "enters label_emb. Off by default (see the README for why)."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="A patched copy of the model without the concepts."),
+                io.String.Output(display_name="report", tooltip="What was erased, and how much, per layer."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, forget_concepts: str, retain_concepts: str, concept_kind: str, templates: str,
+                alpha_forget: float, alpha_retain: float, strength: float, layers: str, token_selection: str,
+                erase_pooled: bool) -> io.NodeOutput:
+        patched, report = erase_concepts(model, clip, forget_concepts, retain_concepts, concept_kind, templates,
+                                         alpha_forget, alpha_retain, strength, layers, token_selection, erase_pooled)
+        return io.NodeOutput(patched, report, ui=ui.PreviewText(report))

@@ -1,0 +1,40 @@
+"""Reading weights from, and adding low-rank patches to, a ComfyUI MODEL (a ModelPatcher)."""
+from __future__ import annotations
+
+import torch
+
+import comfy.lora
+import comfy.utils
+from comfy.weight_adapter import LoRAAdapter
+
+from ..cure_core.edit import LayerEdit
+
+
+def effective_weights(model, keys: list[str]) -> dict[str, torch.Tensor]:
+    """Each key's weight as this MODEL would use it, in float32: the original weight plus the
+    patches already on the clone (a LoRA placed before the eraser is erased too).
+
+    The original is read from ComfyUI's backup when another clone is currently patched in,
+    so what was loaded on the device never leaks into the computation.
+    """
+    weights = {}
+    for key in keys:
+        backup = model.backup.get(key)
+        weight = backup.weight if backup is not None else comfy.utils.get_attr(model.model, key)
+        weight = weight.detach().to(torch.float32, copy=True)
+        if model.patches.get(key):
+            weight = comfy.lora.calculate_weight(model.patches[key], weight, key)
+        weights[key] = weight
+    return weights
+
+
+def patched_clone(model, edits: list[LayerEdit], strength: float):
+    """A clone of ``model`` with ``W + strength · up @ down`` on each edited key; ``model`` is untouched."""
+    clone = model.clone()
+    patches = {e.key: LoRAAdapter(set(), (e.up, e.down, None, None, None, None)) for e in edits}
+    added = set(clone.add_patches(patches, strength))
+    missing = set(patches) - added
+    if missing:
+        raise RuntimeError(f"ComfyUI refused patches for {len(missing)} keys (e.g. {sorted(missing)[0]}): "
+                           "the model's layout does not match its detected family.")
+    return clone

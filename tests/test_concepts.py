@@ -1,0 +1,58 @@
+"""Concept lists, templates, token selection and model families (pure Python, no ComfyUI)."""
+import pytest
+
+from cure_core.concepts import (DEFAULT_ALPHA, TEMPLATES, PromptTokens, expand, parse_concepts,
+                                parse_templates)
+from cure_core.families import FAMILIES, family_for_config
+
+
+def test_parse_concepts_one_per_line():
+    assert parse_concepts("Van Gogh\n\n  Monet  \n# a comment\nVan Gogh\n") == ["Van Gogh", "Monet"]
+    assert parse_concepts("   \n\n") == []
+
+
+def test_templates_default_per_kind_and_validation():
+    assert parse_templates("", "style") == TEMPLATES["style"]
+    assert parse_templates("a {} photo\n{} art", "object") == ("a {} photo", "{} art")
+    with pytest.raises(ValueError, match="exactly one"):
+        parse_templates("no placeholder", "style")
+    with pytest.raises(ValueError, match="Unknown concept kind"):
+        parse_templates("", "landscape")
+    assert DEFAULT_ALPHA["explicit content"] == 5.0 and DEFAULT_ALPHA["style"] == 2.0
+
+
+def test_expand_is_every_concept_times_every_template():
+    prompts = expand(["a", "b"], ("{}", "x {} y"))
+    assert prompts == [("a", "", ""), ("a", "x ", " y"), ("b", "", ""), ("b", "x ", " y")]
+
+
+def test_token_selection_modes():
+    tokens = PromptTokens(concept=[4, 5], content=[1, 2, 3, 4, 5, 6], end=7)
+    assert tokens.select("concept tokens") == [4, 5]
+    assert tokens.select("concept + end token") == [4, 5, 7]
+    assert tokens.select("all prompt tokens") == [1, 2, 3, 4, 5, 6, 7]
+    with pytest.raises(ValueError, match="Unknown token selection"):
+        tokens.select("middle")
+
+
+def test_family_lookup_names_the_supported_families():
+    assert family_for_config("SD15").name == "SD1.x"
+    assert family_for_config("SDXL").pooled is not None
+    with pytest.raises(ValueError) as error:
+        family_for_config("Flux")
+    for family in FAMILIES:
+        assert family.name in str(error.value)
+
+
+def test_text_layer_keys_match_cross_attention_only():
+    keys = ["diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
+            "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_v.weight",
+            "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_q.weight",
+            "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_k.weight",
+            "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_out.0.weight"]
+    family = family_for_config("SD15")
+    assert family.text_layer_keys(keys) == keys[:2]
+    assert family.text_layer_keys(keys, "keys only") == keys[:1]
+    assert family.text_layer_keys(keys, "values only") == keys[1:2]
+    with pytest.raises(ValueError, match="Unknown layer choice"):
+        family.text_layer_keys(keys, "queries")

@@ -1,0 +1,187 @@
+"""The Spectral Eraser's equations on subspaces whose answer is known."""
+import math
+
+import pytest
+import torch
+
+from cure_core.edit import edit_layer
+from cure_core.spectral import (discriminative_projector, energy_projector, expansion, low_rank_eraser,
+                                spectral_basis)
+
+D = 16
+
+
+def rows(*directions: torch.Tensor, scales=None, generator=None) -> torch.Tensor:
+    """Embeddings built from known directions (each row a random combination of them)."""
+    basis = torch.stack(directions)
+    g = generator or torch.Generator().manual_seed(0)
+    coefficients = torch.randn(3 * len(directions), len(directions), generator=g, dtype=torch.float64)
+    if scales is not None:
+        coefficients = coefficients * torch.tensor(scales, dtype=torch.float64)
+    return coefficients @ basis
+
+
+def e(i: int) -> torch.Tensor:
+    v = torch.zeros(D, dtype=torch.float64)
+    v[i] = 1.0
+    return v
+
+
+def test_expansion_alpha_one_is_identity_and_endpoints_fixed():
+    r = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
+    assert torch.allclose(expansion(r, 1.0), r)
+    for alpha in (2.0, 5.0, 100.0):
+        f = expansion(r, alpha)
+        assert f[0] == 0 and f[-1] == 1
+        assert torch.all(f[1:-1] > r[1:-1])          # expands every share strictly inside (0, 1)
+
+
+def test_expansion_grows_with_alpha_towards_one():
+    r = torch.tensor([0.01, 0.2], dtype=torch.float64)
+    previous = r
+    for alpha in (2.0, 5.0, 50.0, 1e4):
+        f = expansion(r, alpha)
+        assert torch.all(f > previous)
+        previous = f
+    assert torch.all(expansion(r, 1e9) > 1 - 1e-6)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.0, -2.0, math.nan, math.inf, "2"])
+def test_alpha_out_of_range_is_refused(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        expansion(torch.tensor([0.5]), alpha)
+    with pytest.raises(ValueError, match="alpha"):
+        low_rank_eraser(rows(e(0)), alpha_forget=alpha)
+
+
+def test_alpha_one_keeps_raw_energy_shares():
+    forget = rows(e(0), e(1), e(2), scales=[3.0, 2.0, 1.0])
+    p = energy_projector(forget, 1.0)
+    sigma = torch.linalg.svdvals(forget)[:3]          # the other 6 are numerically zero
+    expected = (sigma**2 / (sigma**2).sum())
+    eigenvalues = torch.linalg.eigvalsh(p).flip(0)[:3]
+    assert torch.allclose(eigenvalues, expected, atol=1e-12)
+
+
+def test_forget_directions_orthogonal_to_retain_are_removed():
+    forget = rows(e(0), e(1))
+    retain = rows(e(2), e(3))
+    p_dis = discriminative_projector(forget, retain, alpha_forget=1e8, alpha_retain=2.0)
+    unlearn = torch.eye(D, dtype=torch.float64) - p_dis
+    assert torch.allclose(unlearn @ e(0), torch.zeros(D, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(unlearn @ e(1), torch.zeros(D, dtype=torch.float64), atol=1e-6)
+    for i in (2, 3, 7):                               # retained and unrelated directions pass untouched
+        assert torch.allclose(unlearn @ e(i), e(i), atol=1e-12)
+
+
+def test_retain_directions_pass_unchanged_as_alpha_retain_grows():
+    shared = e(2)
+    forget = rows(e(0), shared)
+    retain = rows(shared, e(5))
+    leaks = []
+    for alpha_retain in (1.0, 2.0, 10.0, 1e3, 1e7):
+        p_dis = discriminative_projector(forget, retain, alpha_forget=5.0, alpha_retain=alpha_retain)
+        leaks.append(float((p_dis @ shared).norm()))
+    assert all(a > b for a, b in zip(leaks, leaks[1:]))
+    assert leaks[-1] < 1e-5
+    # ... while the forget-only direction is still erased
+    assert float((p_dis @ e(0)).norm()) > 0.5
+
+
+def test_without_retain_the_projector_is_p_forget():
+    forget = rows(e(0), e(4), scales=[2.0, 1.0])
+    assert torch.equal(discriminative_projector(forget), energy_projector(forget, 2.0))
+    p = discriminative_projector(forget, alpha_forget=3.0)
+    assert p.shape == (D, D) and p.dtype == torch.float64
+    assert torch.allclose(p, p.T)
+
+
+def test_low_rank_form_equals_dense_equations():
+    g = torch.Generator().manual_seed(1)
+    forget = torch.randn(10, D, generator=g, dtype=torch.float64)
+    retain = torch.randn(6, D, generator=g, dtype=torch.float64)
+    dense = discriminative_projector(forget, retain, alpha_forget=3.0, alpha_retain=100.0)
+    eraser = low_rank_eraser(forget, retain, alpha_forget=3.0, alpha_retain=100.0, dtype=torch.float64)
+    assert eraser.rank == 10 and eraser.left.shape == (D, 10) and eraser.right.shape == (10, D)
+    assert torch.allclose(eraser.dense(), dense, atol=1e-12)
+    eraser32 = low_rank_eraser(forget.float(), retain.float(), alpha_forget=3.0, alpha_retain=100.0)
+    assert eraser32.left.dtype == torch.float32
+    assert torch.allclose(eraser32.dense().double(), dense, atol=1e-5)
+
+
+def test_rank_deficient_and_duplicate_rows():
+    forget = rows(e(0), e(1))                         # 6 rows spanning 2 directions
+    duplicated = torch.cat([forget, forget, forget[:1]])
+    basis, energy = spectral_basis(duplicated)
+    assert basis.shape == (D, 2)
+    assert torch.allclose(energy.sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert torch.allclose(basis.T @ basis, torch.eye(2, dtype=torch.float64), atol=1e-10)
+    # duplicating every row changes nothing: energy shares are relative
+    assert torch.allclose(energy_projector(torch.cat([forget, forget]), 2.0), energy_projector(forget, 2.0),
+                          atol=1e-12)
+
+
+def test_more_rows_than_width_uses_the_covariance_path_with_the_same_result():
+    g = torch.Generator().manual_seed(2)
+    tall = torch.randn(3 * D, 4, generator=g, dtype=torch.float64) @ torch.randn(4, D, generator=g,
+                                                                                  dtype=torch.float64)
+    basis, energy = spectral_basis(tall)               # n > d: eigendecomposition of EᵀE
+    assert basis.shape == (D, 4)
+    sigma = torch.linalg.svdvals(tall)[:4]
+    assert torch.allclose(energy, sigma**2 / (sigma**2).sum(), atol=1e-10)
+
+
+def test_bad_embeddings_are_refused():
+    with pytest.raises(ValueError, match="empty"):
+        low_rank_eraser(torch.zeros(0, D))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        low_rank_eraser(torch.full((2, D), math.nan))
+    with pytest.raises(ValueError, match="zero"):
+        low_rank_eraser(torch.zeros(3, D))
+    with pytest.raises(ValueError, match="wide"):
+        low_rank_eraser(torch.randn(3, D), torch.randn(3, D + 1))
+    with pytest.raises(ValueError, match="matrix"):
+        low_rank_eraser(torch.randn(D))
+
+
+def test_retain_set_that_swallows_the_forget_set_is_refused():
+    forget = rows(e(0), e(1))
+    retain = rows(e(0), e(1), e(2))
+    with pytest.raises(ValueError, match="retain concepts cover the forget concepts"):
+        low_rank_eraser(forget, retain, alpha_forget=2.0, alpha_retain=1e6)
+
+
+def test_edit_layer_applies_w_times_i_minus_p_dis():
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randn(7, D, generator=g, dtype=torch.float64)
+    forget = torch.randn(5, D, generator=g, dtype=torch.float64)
+    retain = torch.randn(4, D, generator=g, dtype=torch.float64)
+    eraser = low_rank_eraser(forget, retain, 4.0, 8.0, dtype=torch.float64)
+    edit = edit_layer("w", weight, eraser, forget, retain)
+    edited = weight + edit.up @ edit.down
+    p_dis = discriminative_projector(forget, retain, 4.0, 8.0)
+    assert torch.allclose(edited, weight @ (torch.eye(D, dtype=torch.float64) - p_dis), atol=1e-12)
+    assert edit.forget_removed == pytest.approx(
+        1 - float((forget @ edited.T).square().sum() / (forget @ weight.T).square().sum()), rel=1e-9)
+    assert edit.retain_change == pytest.approx(
+        float((retain @ (edited - weight).T).norm() / (retain @ weight.T).norm()), rel=1e-9)
+    assert edit.weight_change == pytest.approx(float((edited - weight).norm() / weight.norm()), rel=1e-9)
+
+
+def test_edit_layer_on_leading_columns_only():
+    g = torch.Generator().manual_seed(4)
+    weight = torch.randn(6, D + 5, generator=g, dtype=torch.float64)
+    pooled = torch.randn(3, D, generator=g, dtype=torch.float64)
+    eraser = low_rank_eraser(pooled, alpha_forget=1e8, dtype=torch.float64)
+    edit = edit_layer("label_emb", weight, eraser, pooled, columns=D)
+    edited = weight + edit.up @ edit.down
+    assert torch.equal(edited[:, D:], weight[:, D:])
+    assert float((pooled @ edited[:, :D].T).norm()) < 1e-6 * float((pooled @ weight[:, :D].T).norm())
+
+
+def test_weight_with_nan_is_refused():
+    eraser = low_rank_eraser(rows(e(0)))
+    weight = torch.randn(4, D)
+    weight[1, 2] = math.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        eraser.weight_update(weight)
