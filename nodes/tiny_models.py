@@ -72,11 +72,12 @@ def tiny_model(family: str, seed: int = 0, unet_overrides: dict | None = None) -
                                             offload_device=comfy.model_management.unet_offload_device())
 
 
-def tiny_clip(family: str, seed: int = 0) -> comfy.sd.CLIP:
+def tiny_clip(family: str, seed: int = 0, embedding_directory: str | None = None) -> comfy.sd.CLIP:
     """ComfyUI's CLIP object for ``family`` with a tiny encoder and the real tokenizer."""
     config_class, unet_config, clip_options = _SPECS[family]
     target = config_class(dict(unet_config)).clip_target()
-    clip = comfy.sd.CLIP(target=target, model_options={**clip_options, "dtype": torch.float32})
+    clip = comfy.sd.CLIP(target=target, embedding_directory=embedding_directory,
+                         model_options={**clip_options, "dtype": torch.float32})
     randomize(clip.cond_stage_model, seed + 1)
     return clip
 

@@ -1,0 +1,102 @@
+"""Bad input gets a clear error, and the MODEL the node received is left exactly as it was."""
+import math
+
+import pytest
+import torch
+
+FORGET = "Van Gogh"
+
+
+def frozen_state(model):
+    return {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+
+
+def assert_untouched(model, before):
+    assert model.patches == {}
+    after = model.model.state_dict()
+    for k, v in before.items():
+        torch.testing.assert_close(after[k], v, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def sd1(tiny, tmp_path_factory):
+    embeddings = tmp_path_factory.mktemp("embeddings")      # empty: every embedding:name is missing
+    return tiny.tiny_model("SD1.x"), tiny.tiny_clip("SD1.x", embedding_directory=str(embeddings))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"forget_text": ""}, "No concept to forget"),
+    ({"forget_text": "  \n# just a comment\n"}, "No concept to forget"),
+    ({"forget_text": "embedding:missing_embedding"}, "tokenizes to nothing"),
+    ({"retain_text": "van gogh"}, "both forgotten and retained"),
+    ({"retain_text": "Van Gogh painting", "kind": "raw text", "token_selection": "concept tokens",
+      "alpha_retain": 1e6}, "retain concepts cover the forget concepts"),
+    ({"strength": 1.5}, "strength must be between 0 and 1"),
+    ({"strength": -0.1}, "strength must be between 0 and 1"),
+    ({"strength": math.nan}, "strength must be between 0 and 1"),
+    ({"alpha_forget": 0.5}, "alpha_forget must be a finite number >= 1"),
+    ({"alpha_retain": -3.0}, "alpha_retain must be a finite number >= 1"),
+    ({"alpha_forget": math.inf}, "alpha_forget must be a finite number >= 1"),
+    ({"alpha_forget": math.nan}, "alpha_forget must be a finite number >= 1"),
+    ({"kind": "landscape"}, "Unknown concept kind"),
+    ({"templates_text": "a painting without a placeholder"}, "exactly one"),
+    ({"layers": "queries"}, "Unknown layer choice"),
+    ({"token_selection": "every other token"}, "Unknown token selection"),
+])
+def test_bad_arguments(sd1, erase, arguments, message):
+    model, clip = sd1
+    before = frozen_state(model)
+    arguments = {"forget_text": FORGET, **arguments}
+    with pytest.raises(ValueError, match=message):
+        erase(model, clip, **arguments)
+    assert_untouched(model, before)
+
+
+def tiny_flux():
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+    config = comfy.supported_models.Flux({
+        "image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 32, "context_in_dim": 64,
+        "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
+        "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": False})
+    config.set_inference_dtype(torch.float32, None)
+    return comfy.model_patcher.ModelPatcher(config.get_model({}), load_device=torch.device("cpu"),
+                                            offload_device=torch.device("cpu"))
+
+
+def test_unsupported_family_names_the_supported_ones(sd1, erase):
+    flux = tiny_flux()
+    with pytest.raises(ValueError) as error:
+        erase(flux, sd1[1], FORGET)
+    assert "'Flux'" in str(error.value)
+    assert "Supported families: SD1.x, SD2.x, SDXL" in str(error.value)
+    assert flux.patches == {}
+
+
+def test_something_that_is_not_a_diffusion_model(sd1, erase):
+    model, clip = sd1
+    with pytest.raises(ValueError, match="not a ComfyUI diffusion model"):
+        erase(clip, clip, FORGET)
+
+
+def test_nan_in_the_weights(tiny, erase, sd1):
+    model = tiny.tiny_model("SD1.x")
+    key = next(k for k in model.model.state_dict() if k.endswith("attn2.to_k.weight"))
+    model.model.state_dict()[key][0, 0] = math.nan
+    before = frozen_state(model)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        erase(model, sd1[1], FORGET)
+    assert_untouched(model, before)
+
+
+def test_nan_in_the_embeddings(tiny, erase, sd1):
+    model, _ = sd1
+    clip = tiny.tiny_clip("SD1.x")
+    weight = next(p for n, p in clip.cond_stage_model.named_parameters() if "final_layer_norm.weight" in n)
+    with torch.no_grad():
+        weight[0] = math.inf
+    before = frozen_state(model)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        erase(model, clip, FORGET)
+    assert_untouched(model, before)
