@@ -5,7 +5,6 @@ Used by the main job (``scripts/demo.py``) and the end-to-end tests. Standard li
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -15,13 +14,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from scripts.comfy_env import REPO, comfyui_dir
+
 PACK_FOLDER = "comfyui-concept-erasure"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-
-
-def default_comfyui_dir() -> Path:
-    return Path(os.environ.get("COMFYUI_DIR", REPO / ".comfyui" / "ComfyUI")).resolve()
 
 
 def _free_port() -> int:
@@ -37,10 +33,10 @@ class ComfyServer:
     the pack is linked into its ``custom_nodes`` so nothing is copied or installed.
     """
 
-    def __init__(self, base_dir: Path, comfyui_dir: Path | None = None, python: str = sys.executable,
+    def __init__(self, base_dir: Path, comfyui: Path | None = None, python: str = sys.executable,
                  startup_timeout: float = 180.0):
         self.base_dir = Path(base_dir).resolve()
-        self.comfyui_dir = comfyui_dir or default_comfyui_dir()
+        self.comfyui_dir = comfyui or comfyui_dir()
         self.python = python
         self.startup_timeout = startup_timeout
         self.port = _free_port()

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_server import ComfyServer  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.comfy_server import ComfyServer  # noqa: E402
 
 
 def workflow(args: argparse.Namespace) -> dict:

@@ -1,10 +1,9 @@
 """The eraser on ComfyUI 0.3.75's own SD1.x / SD2.x / SDXL classes (tiny, random weights, real tokenizers)."""
-import sys
 
 import pytest
 import torch
 
-from conftest import PACK_NAME
+from conftest import pack_module
 
 FAMILIES = ["SD1.x", "SD2.x", "SDXL"]
 FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"
@@ -12,7 +11,7 @@ FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"
 
 @pytest.fixture(scope="module")
 def encoding(pack):
-    return sys.modules[f"{PACK_NAME}.nodes.encoding"]
+    return pack_module("nodes.encoding")
 
 
 def cross_attention_keys(model, which="to_[kv]"):
