@@ -13,7 +13,7 @@ from ..cure_core.edit import LayerEdit, edit_layer, format_layer_table
 from ..cure_core.families import LAYER_CHOICES, Family, family_for_config
 from ..cure_core.spectral import LowRankEraser, check_alpha, low_rank_eraser
 from .encoding import EncodedConcepts, encode_concepts
-from .patching import effective_weights, patched_clone
+from .patching import effective_weight, patched_clone
 
 CATEGORY = "concept erasure"
 AUTO = 0.0
@@ -69,18 +69,17 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
     with_pooled = erase_pooled and family.pooled is not None
     forget_enc = encode_concepts(clip, expand(forget, templates), token_selection, with_pooled)
     retain_enc = encode_concepts(clip, expand(retain, templates), token_selection, with_pooled) if retain else None
-    weights = effective_weights(model, keys)
-    width = next(iter(weights.values())).shape[1]
-    if forget_enc.rows.shape[1] != width:
+    reference = comfy.utils.get_attr(model.model, keys[0])           # shape and device, no copy
+    if forget_enc.rows.shape[1] != reference.shape[1]:
         raise ValueError(f"The CLIP gives {forget_enc.rows.shape[1]}-wide embeddings but this {family.name} model's "
-                         f"cross-attention reads {width}-wide ones: connect the CLIP that belongs to this model.")
-
-    device = next(iter(weights.values())).device
-    eraser = low_rank_eraser(forget_enc.rows.to(device), _rows(retain_enc, device), alpha_f, alpha_r)
+                         f"cross-attention reads {reference.shape[1]}-wide ones: connect the CLIP that belongs to "
+                         "this model.")
+    forget_rows, retain_rows = _rows(forget_enc, reference.device), _rows(retain_enc, reference.device)
+    eraser = low_rank_eraser(forget_rows, retain_rows, alpha_f, alpha_r)
     progress = comfy.utils.ProgressBar(len(keys) + int(with_pooled))
     edits = []
-    for key, weight in weights.items():
-        edits.append(edit_layer(key, weight, eraser, forget_enc.rows, _rows(retain_enc)))
+    for key in keys:   # one float32 copy of one weight at a time (SDXL has 140 such weights)
+        edits.append(edit_layer(key, effective_weight(model, key), eraser, forget_rows, retain_rows))
         progress.update(1)
     pooled_edit = None
     if with_pooled:
@@ -94,15 +93,15 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
     return patched, report
 
 
-def _rows(encoded: EncodedConcepts | None, device=None) -> torch.Tensor | None:
-    return None if encoded is None else encoded.rows.to(device) if device is not None else encoded.rows
+def _rows(encoded: EncodedConcepts | None, device: torch.device) -> torch.Tensor | None:
+    return None if encoded is None else encoded.rows.to(device)
 
 
 def _pooled_edit(model, family: Family, forget_enc: EncodedConcepts, retain_enc: EncodedConcepts | None,
                  alpha_f: float, alpha_r: float) -> LayerEdit:
     """The same spectral edit on the pooled vector, applied to the leading columns of the pooled layer."""
     key = family.pooled.key
-    weight = effective_weights(model, [key])[key]
+    weight = effective_weight(model, key)
     width = forget_enc.pooled.shape[1]
     if weight.shape[1] <= width:
         raise ValueError(f"{key} reads {weight.shape[1]} features, fewer than the {width}-wide pooled vector.")

@@ -10,22 +10,19 @@ from comfy.weight_adapter import LoRAAdapter
 from ..cure_core.edit import LayerEdit
 
 
-def effective_weights(model, keys: list[str]) -> dict[str, torch.Tensor]:
-    """Each key's weight as this MODEL would use it, in float32: the original weight plus the
-    patches already on the clone (a LoRA placed before the eraser is erased too).
+def effective_weight(model, key: str) -> torch.Tensor:
+    """The weight as this MODEL would use it, in float32 on its device: the original weight plus
+    the patches already on the clone (so a LoRA placed before the eraser is erased too).
 
     The original is read from ComfyUI's backup when another clone is currently patched in,
-    so what was loaded on the device never leaks into the computation.
+    so whatever is loaded on the device never leaks into the computation.
     """
-    weights = {}
-    for key in keys:
-        backup = model.backup.get(key)
-        weight = backup.weight if backup is not None else comfy.utils.get_attr(model.model, key)
-        weight = weight.detach().to(torch.float32, copy=True)
-        if model.patches.get(key):
-            weight = comfy.lora.calculate_weight(model.patches[key], weight, key)
-        weights[key] = weight
-    return weights
+    backup = model.backup.get(key)
+    weight = backup.weight if backup is not None else comfy.utils.get_attr(model.model, key)
+    weight = weight.detach().to(torch.float32, copy=True)
+    if model.patches.get(key):
+        weight = comfy.lora.calculate_weight(model.patches[key], weight, key)
+    return weight
 
 
 def patched_clone(model, edits: list[LayerEdit], strength: float):

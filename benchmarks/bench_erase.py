@@ -1,0 +1,213 @@
+"""Benchmark of the Erase Concepts (CURE) node on real-size layers with random weights.
+
+Prints, per family (SD1.5, SDXL) and device:
+  * encode  - 16 concept prompts through a real-size CLIP (random weights), one batch
+  * edit    - the edit itself: projector factors + per-layer patch factors (encoding excluded)
+  * patch   - clone + add_patches on the ComfyUI MODEL
+  * node    - the whole node (encode + edit + patch), as a sampler graph runs it
+  * memory  - what the patches hold (unique tensors)
+  * step    - one denoiser evaluation with and without the patch, once loaded (needs --sampling;
+              a real-size UNet is built, which takes a few GB of memory)
+
+    .venv/bin/python benchmarks/bench_erase.py [--device cuda] [--families sd15,sdxl] [--sampling]
+Targets on an H100: edit < 5 ms (SD1.5), < 10 ms (SDXL); node with 16 prompts < 50 ms; no step overhead.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.comfy_env import load_pack, pack_module  # noqa: E402
+
+# ComfyUI 0.3.75's detected UNet configs for these checkpoints (comfy/model_detection.py).
+UNET_CONFIGS = {
+    "sd15": {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+             "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
+             "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+             "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
+             "context_dim": 768, "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+             "use_temporal_attention": False, "use_temporal_resblock": False},
+    "sdxl": {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+             "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
+             "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
+             "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
+             "context_dim": 2048, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+             "use_temporal_attention": False, "use_temporal_resblock": False},
+}
+FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"   # 4 concepts x 4 templates = 16 prompts
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats: int, warmup: int = 1):
+    """Median and spread of ``repeats`` runs after ``warmup`` runs, in milliseconds, and the last result."""
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        result = fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), (min(times), max(times)), result
+
+
+def build_model(family: str, device: torch.device, dtype: torch.dtype, full: bool):
+    """A ComfyUI MODEL of the real architecture. Only the text-reading layers hold real (random) weights
+    unless ``full``; the rest stays on the meta device, which costs no memory."""
+    import comfy.model_detection
+    import comfy.model_patcher
+    import comfy.utils
+    tiny = pack_module("nodes.tiny_models")
+    families = pack_module("cure_core.families")
+    config = comfy.model_detection.model_config_from_unet_config(dict(UNET_CONFIGS[family]))
+    config.set_inference_dtype(dtype, None)
+    model = config.get_model({}, device=device if full else "meta")
+    if full:
+        tiny.randomize(model, seed=0)
+    else:
+        family_spec = families.family_for_config(type(config).__name__)
+        keys = family_spec.text_layer_keys(model.state_dict().keys())
+        generator = torch.Generator().manual_seed(0)
+        for key in keys:
+            shape = comfy.utils.get_attr(model, key).shape
+            weight = (torch.randn(shape, generator=generator) / shape[1] ** 0.5).to(device, dtype)
+            comfy.utils.set_attr_param(model, key, weight)
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def build_clip(family: str, device: torch.device, dtype: torch.dtype):
+    """The family's real-size CLIP (ViT-L, or ViT-L + bigG for SDXL) with random weights."""
+    import comfy.sd
+    import comfy.supported_models
+    tiny = pack_module("nodes.tiny_models")
+    config_class = comfy.supported_models.SD15 if family == "sd15" else comfy.supported_models.SDXL
+    target = config_class(dict(UNET_CONFIGS[family])).clip_target()
+    clip = comfy.sd.CLIP(target=target, model_options={"dtype": dtype, "load_device": device,
+                                                       "offload_device": device, "initial_device": device})
+    tiny.randomize(clip.cond_stage_model, seed=1)
+    return clip
+
+
+def unique_bytes(model) -> int:
+    seen = {}
+    for patch_list in model.patches.values():
+        for patch in patch_list:
+            for tensor in patch[1].weights[:2]:
+                seen[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+    return sum(seen.values())
+
+
+def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats: int, sampling: bool) -> None:
+    erase_cure = pack_module("nodes.erase_cure")
+    encoding = pack_module("nodes.encoding")
+    patching = pack_module("nodes.patching")
+    concepts = pack_module("cure_core.concepts")
+    spectral = pack_module("cure_core.spectral")
+    edit = pack_module("cure_core.edit")
+
+    started = time.perf_counter()
+    model = build_model(family, device, dtype, full=False)
+    clip = build_clip(family, device, dtype)
+    print(f"\n== {family.upper()} on {device} ({dtype}), built in {time.perf_counter() - started:.1f} s")
+
+    templates = concepts.TEMPLATES["style"]
+    forget_prompts = concepts.expand(concepts.parse_concepts(FORGET), templates)
+    retain_prompts = concepts.expand(concepts.parse_concepts(RETAIN), templates)
+    selection = concepts.TOKEN_SELECTIONS[0]
+    family_spec = erase_cure.detect_family(model)
+    keys = family_spec.text_layer_keys(model.model.state_dict().keys())
+    weights = {key: patching.effective_weight(model, key) for key in keys}
+    params = sum(w.numel() for w in weights.values())
+    print(f"   {len(keys)} edited matrices ({params / 1e6:.1f} M weights), "
+          f"{len(forget_prompts) + len(retain_prompts)} prompts encoded")
+
+    def encode():
+        return (encoding.encode_concepts(clip, forget_prompts, selection),
+                encoding.encode_concepts(clip, retain_prompts, selection))
+
+    t_encode, spread_encode, (forget, retain) = timed(encode, device, repeats)
+    forget_rows, retain_rows = forget.rows.to(device), retain.rows.to(device)
+
+    def build_edit():
+        eraser = spectral.low_rank_eraser(forget_rows, retain_rows, 2.0, 2.0)
+        return [eraser.weight_update(w) for w in weights.values()]
+
+    t_edit, spread_edit, _ = timed(build_edit, device, repeats)
+
+    edits = edit.edit_layers(weights, spectral.low_rank_eraser(forget_rows, retain_rows, 2.0, 2.0),
+                             forget_rows, retain_rows)
+    t_patch, spread_patch, patched = timed(lambda: patching.patched_clone(model, edits, 1.0), device, repeats)
+    t_node, spread_node, (patched, _) = timed(
+        lambda: erase_cure.erase_concepts(model, clip, FORGET, RETAIN), device, repeats)
+
+    def row(name, median, spread):
+        print(f"   {name:<44} {median:9.2f} ms   (min {spread[0]:.2f}, max {spread[1]:.2f})")
+
+    row("encode 16 prompts (CLIP forward, one batch)", t_encode, spread_encode)
+    row("edit: projector + patch factors", t_edit, spread_edit)
+    row("patch: clone + add_patches", t_patch, spread_patch)
+    row("whole node (encode + edit + measures + patch)", t_node, spread_node)
+    dense = sum(w.numel() for w in weights.values()) * 4
+    print(f"   patches hold {unique_bytes(patched) / 2**20:.2f} MiB (a dense fp32 diff would be "
+          f"{dense / 2**20:.1f} MiB)")
+
+    if sampling:
+        bench_step(family, device, dtype, repeats, model_factory=lambda: build_model(family, device, dtype, True))
+
+
+def bench_step(family, device, dtype, repeats, model_factory) -> None:
+    """One denoiser evaluation (a sampling step calls it once per CFG branch) with and without the patch."""
+    import comfy.model_management as mm
+    erase_cure = pack_module("nodes.erase_cure")
+    model = model_factory()
+    clip = build_clip(family, device, dtype)
+    patched, _ = erase_cure.erase_concepts(model, clip, FORGET, RETAIN)
+    context = torch.randn(2, 77, UNET_CONFIGS[family]["context_dim"], device=device, dtype=dtype)
+    x = torch.randn(2, 4, 64, 64, device=device, dtype=dtype)
+    t = torch.full((2,), 500.0, device=device)
+    extra = {}
+    if family == "sdxl":
+        extra["y"] = torch.randn(2, UNET_CONFIGS[family]["adm_in_channels"], device=device, dtype=dtype)
+
+    def step(patcher):
+        mm.load_models_gpu([patcher], force_full_load=True)
+        with torch.no_grad():
+            return lambda: patcher.model.diffusion_model(x, t, context=context, **extra)
+
+    for name, patcher in (("original", model), ("erased", patched), ("original again", model)):
+        run = step(patcher)
+        median, spread, _ = timed(run, device, repeats)
+        print(f"   denoiser step, batch 2 at 64x64 latent, {name:<15} {median:9.1f} ms   "
+              f"(min {spread[0]:.1f}, max {spread[1]:.1f})")
+    mm.unload_all_models()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--families", default="sd15,sdxl")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sampling", action="store_true", help="also time denoiser steps (builds full UNets)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    load_pack(cpu=device.type == "cpu")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {name}")
+    for family in args.families.split(","):
+        bench_family(family.strip(), device, dtype, args.repeats, args.sampling)
+
+
+if __name__ == "__main__":
+    main()
