@@ -169,3 +169,23 @@ def test_pooled_option_on_a_family_without_pooled_path_is_reported(tiny, erase):
     patched, report = erase(model, clip, FORGET, "", erase_pooled=True)
     assert "has none" in report
     assert all("label_emb" not in k for k in patched.patches)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float8_e4m3fn], ids=str)
+def test_low_precision_weights_are_edited_in_float32_and_cast_back(dtype, tiny, erase, comfy, encoding):
+    model, clip = tiny.tiny_model("SD1.x"), tiny.tiny_clip("SD1.x")
+    keys = cross_attention_keys(model)
+    with torch.no_grad():
+        for key in keys:
+            comfy.utils.set_attr_param(model.model, key, comfy.utils.get_attr(model.model, key).to(dtype))
+    forget = rows(encoding, clip, FORGET)
+    original = loaded_weights(comfy, model, keys)
+    patched, _ = erase(model, clip, FORGET, "", alpha_forget=1e8, templates_text="{}\na painting by {}")
+    comfy.mm.load_models_gpu([patched], force_full_load=True)
+    assert all(comfy.utils.get_attr(patched.model, k).dtype == dtype for k in keys)   # cast back by ComfyUI
+    comfy.mm.unload_all_models()
+    edited = loaded_weights(comfy, patched, keys)
+    # what is left of the forget outputs is the rounding of the low-precision weight, nothing more
+    tolerance = {torch.float16: 2e-3, torch.bfloat16: 2e-2, torch.float8_e4m3fn: 0.15}[dtype]
+    for k in keys:
+        assert float((forget @ edited[k].T).norm() / (forget @ original[k].T).norm()) < tolerance, k
