@@ -174,7 +174,8 @@ def bench_step(family, device, dtype, repeats, model_factory) -> None:
     clip = build_clip(family, device, dtype)
     patched, _ = erase_cure.erase_concepts(model, clip, FORGET, RETAIN)
     context = torch.randn(2, 77, UNET_CONFIGS[family]["context_dim"], device=device, dtype=dtype)
-    latent = 128 if device.type == "cuda" else 32                   # 1024 px on a GPU, 256 px on a CPU
+    native = {"sd15": 64, "sdxl": 128}[family]                      # 512 px / 1024 px images
+    latent = native if device.type == "cuda" else 32                # 256 px on a CPU
     x = torch.randn(2, 4, latent, latent, device=device, dtype=dtype)
     t = torch.full((2,), 500.0, device=device)
     extra = {}
