@@ -22,7 +22,7 @@ class EncodedConcepts:
 
 
 def _escape(concept: str) -> str:
-    return concept.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+    return concept.replace("(", "\\(").replace(")", "\\)")
 
 
 def _flatten(tokens: dict) -> list[tuple]:
@@ -57,15 +57,16 @@ def encode_concepts(clip, prompts: list[tuple[str, str, str]], selection: str,
     # One forward pass: every prompt's chunks become sections of a single long "prompt".
     batch = {key: [chunk for _, tokens, _ in located for chunk in tokens[key]] for key in located[0][1]}
     cond = clip.encode_from_tokens(batch)[0].float()
+    lengths = [len(_flatten(tokens)) for _, tokens, _ in located]
+    if sum(lengths) != cond.shape[0]:
+        raise RuntimeError(f"The text encoder returned {cond.shape[0]} rows for {sum(lengths)} tokens: "
+                           "its output is not one row per token, which the concept locator needs.")
     rows, counts, offset = [], {}, 0
-    for concept, tokens, positions in located:
+    for (concept, _, positions), length in zip(located, lengths):
         picked = positions.select(selection)
         rows.append(cond[[offset + i for i in picked]])
         counts[concept] = counts.get(concept, 0) + len(picked)
-        offset += len(_flatten(tokens))
-    if offset != cond.shape[0]:
-        raise RuntimeError(f"Encoder returned {cond.shape[0]} rows for {offset} tokens: "
-                           "this text encoder is not supported by the concept locator.")
+        offset += length
     pooled = None
     if with_pooled:
         pooled = torch.cat([clip.encode_from_tokens(tokens, return_pooled=True)[1].float().reshape(1, -1)

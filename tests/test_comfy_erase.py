@@ -189,3 +189,17 @@ def test_low_precision_weights_are_edited_in_float32_and_cast_back(dtype, tiny, 
     tolerance = {torch.float16: 2e-3, torch.bfloat16: 2e-2, torch.float8_e4m3fn: 0.15}[dtype]
     for k in keys:
         assert float((forget @ edited[k].T).norm() / (forget @ original[k].T).norm()) < tolerance, k
+
+
+@pytest.mark.parametrize("family", ["SD1.x", "SDXL"])
+@pytest.mark.parametrize("concept", ["Van Gogh", "Star Wars: A New Hope", "Mickey Mouse (character)", "a"])
+def test_concept_tokens_are_located_exactly(family, concept, tiny, encoding):
+    clip = tiny.tiny_clip(family)
+    tokens, positions = encoding.locate_concept(clip, concept, "a painting of ", ", detailed")
+    hf_tokenizer = clip.tokenizer.clip_l.tokenizer
+    expected = hf_tokenizer(concept)["input_ids"][1:-1]           # the concept alone, without start/end
+    for key, chunks in tokens.items():
+        ids = [t[0] for t in chunks[0]]
+        assert [ids[i] for i in positions.concept] == expected, key
+        assert ids[positions.end] == hf_tokenizer.eos_token_id          # the end token right after the prompt
+        assert 0 not in positions.content                              # never the start token
