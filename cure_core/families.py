@@ -1,29 +1,46 @@
 """Where text enters each supported model family, in ComfyUI / LDM state-dict key names.
 
-Editing the layers that read the text encoder's per-token output is what removes a
-concept; the table below says which those are. Keys are matched against the model's
-state dict, so the same table serves real checkpoints and tiny test models.
+Editing the layers that read the text encoder's per-token output is what removes a concept;
+the table below says which those are, which tokenizer outputs make up the rows those layers
+read, and where the family's pooled text vector enters. Keys are matched against the model's
+state dict, so the same table serves real checkpoints and tiny test models. For the
+transformer families the first linear layer that reads the text is edited: that is the same
+as editing every key/value projection downstream of it, with far fewer weights.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-# Which of the text-reading projections to edit (the node's "layers" choice).
-LAYER_CHOICES = ("keys and values", "keys only", "values only")
-_ATTN2_PATTERNS = {
-    "keys and values": r"^diffusion_model\..*\.attn2\.to_[kv]\.weight$",
-    "keys only": r"^diffusion_model\..*\.attn2\.to_k\.weight$",
-    "values only": r"^diffusion_model\..*\.attn2\.to_v\.weight$",
+# The node's "layers" choice. The cross-attention-only choices exist for the UNet families.
+ALL_TEXT_LAYERS = "all text-reading layers"
+KEYS_ONLY = "cross-attention keys only"
+VALUES_ONLY = "cross-attention values only"
+LAYER_CHOICES = (ALL_TEXT_LAYERS, KEYS_ONLY, VALUES_ONLY)
+
+_UNET_LAYERS = {
+    ALL_TEXT_LAYERS: r"^diffusion_model\..*\.attn2\.to_[kv]\.weight$",
+    KEYS_ONLY: r"^diffusion_model\..*\.attn2\.to_k\.weight$",
+    VALUES_ONLY: r"^diffusion_model\..*\.attn2\.to_v\.weight$",
 }
 
 
 @dataclass(frozen=True)
-class PooledPath:
-    """A layer whose input *starts* with the text encoder's pooled vector (SDXL's ``label_emb``).
+class TextSegment:
+    """One run of rows in the encoder output: the tokens of tokenizer key ``tokens``.
 
-    The pooled vector's width (1280 for CLIP-G) says how many leading input columns read it.
+    ``encoders`` names the text-model attributes that produce it (ComfyUI's CLIP objects leave an
+    absent encoder as ``None``); empty means always present.
     """
+    tokens: str
+    encoders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PooledPath:
+    """A layer whose input *starts* with the text encoder's pooled vector (SDXL's ``label_emb``,
+    Flux's ``vector_in``, SD3's ``y_embedder``). The pooled vector's width says how many leading
+    input columns read it; the rest (SDXL's size embeddings) is left alone."""
     key: str
 
 
@@ -32,28 +49,48 @@ class Family:
     name: str
     config_names: tuple[str, ...]          # ComfyUI ``supported_models`` class names
     encoder: str                           # what the edited layers read, for reports
-    layer_patterns: dict[str, str] = field(default_factory=lambda: dict(_ATTN2_PATTERNS))
+    segments: tuple[TextSegment, ...]      # rows of the encoder output, in order
+    layer_patterns: dict[str, str]
     pooled: PooledPath | None = None
 
-    def text_layer_keys(self, state_dict_keys, layers: str = "keys and values") -> list[str]:
+    def text_layer_keys(self, state_dict_keys, layers: str = ALL_TEXT_LAYERS) -> list[str]:
         """The weight keys that read the per-token text embeddings, in state-dict order."""
         if layers not in self.layer_patterns:
-            raise ValueError(f"Unknown layer choice {layers!r}; choose one of {', '.join(self.layer_patterns)}.")
+            raise ValueError(f"The layer choice {layers!r} does not apply to {self.name}; choose one of "
+                             f"{', '.join(self.layer_patterns)}.")
         pattern = re.compile(self.layer_patterns[layers])
         return [k for k in state_dict_keys if pattern.match(k)]
 
 
+def _single_layer(key: str) -> dict[str, str]:
+    return {ALL_TEXT_LAYERS: "^" + re.escape(key) + "$"}
+
+
 FAMILIES: tuple[Family, ...] = (
     Family("SD1.x", ("SD15", "SD15_instructpix2pix"),
-           encoder="CLIP ViT-L/14 token embeddings (last layer, or the one CLIPSetLastLayer picks)"),
+           encoder="CLIP ViT-L/14 token embeddings (last layer, or the one CLIPSetLastLayer picks)",
+           segments=(TextSegment("l"),), layer_patterns=_UNET_LAYERS),
     Family("SD2.x", ("SD20", "SD21UnclipL", "SD21UnclipH", "LotusD"),
-           encoder="OpenCLIP ViT-H/14 token embeddings (penultimate layer)"),
+           encoder="OpenCLIP ViT-H/14 token embeddings (penultimate layer)",
+           segments=(TextSegment("h"),), layer_patterns=_UNET_LAYERS),
     Family("SDXL", ("SDXL", "SSD1B", "Segmind_Vega", "KOALA_700M", "KOALA_1B", "SDXL_instructpix2pix"),
            encoder="CLIP-L ⊕ CLIP-G token embeddings (2048 wide)",
+           segments=(TextSegment("g"),), layer_patterns=_UNET_LAYERS,
            pooled=PooledPath("diffusion_model.label_emb.0.0.weight")),
     Family("SDXL Refiner", ("SDXLRefiner",),
            encoder="CLIP-G token embeddings (1280 wide)",
+           segments=(TextSegment("g"),), layer_patterns=_UNET_LAYERS,
            pooled=PooledPath("diffusion_model.label_emb.0.0.weight")),
+    Family("SD3", ("SD3",),
+           encoder="77 CLIP-L ⊕ CLIP-G rows (zero-padded to 4096) followed by the T5-XXL rows",
+           segments=(TextSegment("l", ("clip_l", "clip_g")), TextSegment("t5xxl", ("t5xxl",))),
+           layer_patterns=_single_layer("diffusion_model.context_embedder.weight"),
+           pooled=PooledPath("diffusion_model.y_embedder.mlp.0.weight")),
+    Family("Flux", ("Flux", "FluxInpaint", "FluxSchnell"),
+           encoder="T5-XXL token embeddings (4096 wide); CLIP-L pooled for vector_in",
+           segments=(TextSegment("t5xxl"),),
+           layer_patterns=_single_layer("diffusion_model.txt_in.weight"),
+           pooled=PooledPath("diffusion_model.vector_in.in_layer.weight")),
 )
 
 

@@ -67,8 +67,9 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
         raise ValueError(f"No text-reading layers found in this {family.name} model: is it a complete checkpoint?")
 
     with_pooled = erase_pooled and family.pooled is not None
-    forget_enc = encode_concepts(clip, expand(forget, templates), token_selection, with_pooled)
-    retain_enc = encode_concepts(clip, expand(retain, templates), token_selection, with_pooled) if retain else None
+    forget_enc = encode_concepts(clip, expand(forget, templates), token_selection, family.segments, with_pooled)
+    retain_enc = (encode_concepts(clip, expand(retain, templates), token_selection, family.segments, with_pooled)
+                  if retain else None)
     reference = comfy.utils.get_attr(model.model, keys[0])           # shape and device, no copy
     if forget_enc.rows.shape[1] != reference.shape[1]:
         raise ValueError(f"The CLIP gives {forget_enc.rows.shape[1]}-wide embeddings but this {family.name} model's "
@@ -103,7 +104,7 @@ def _pooled_edit(model, family: Family, forget_enc: EncodedConcepts, retain_enc:
     key = family.pooled.key
     weight = effective_weight(model, key)
     width = forget_enc.pooled.shape[1]
-    if weight.shape[1] <= width:
+    if weight.shape[1] < width:
         raise ValueError(f"{key} reads {weight.shape[1]} features, fewer than the {width}-wide pooled vector.")
     retain_pooled = None if retain_enc is None else retain_enc.pooled.to(weight.device)
     eraser = low_rank_eraser(forget_enc.pooled.to(weight.device), retain_pooled, alpha_f, alpha_r)
@@ -119,12 +120,13 @@ def _report(family, model, forget, retain, forget_enc, retain_enc, templates, al
     removed = [e.forget_removed for e in text_edits]
     lines = [
         f"CURE Spectral Eraser on {family.name} (ComfyUI model type {type(model.model.model_config).__name__})",
-        f"Embeddings: {family.encoder}; token rows: {token_selection}; {len(templates)} template(s) per concept",
+        f"Embeddings: {family.encoder}; rows from tokenizer output(s) {', '.join(forget_enc.segments)}: "
+        f"{token_selection}; {len(templates)} template(s) per concept",
         f"Forget (alpha {alpha_f:g}): {counts(forget_enc)}",
         f"Retain (alpha {alpha_r:g}): {counts(retain_enc) if retain_enc else 'none'}",
         f"Erased subspace: rank {eraser.rank} of {eraser.dim}; top energy shares "
         + ", ".join(f"{float(r):.3f}" for r in eraser.energy[:5]),
-        f"Edited {len(text_edits)} layers ({layers}) at strength {strength:g}; patches hold "
+        f"Edited {len(text_edits)} layer{'' if len(text_edits) == 1 else 's'} ({layers}) at strength {strength:g}; patches hold "
         f"{sum(e.numel for e in edits) * 4 / 2**20:.2f} MiB",
         f"Forget output energy removed at full strength: mean {sum(removed) / len(removed):.2%}, "
         f"min {min(removed):.2%}, max {max(removed):.2%}",
@@ -154,7 +156,8 @@ class EraseConceptsCURE(io.ComfyNode):
                         "layers that read the text encoder are projected away from the concepts' embeddings. "
                         "Returns a patched copy; the input model is unchanged.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to erase concepts from (SD1.x, SD2.x, SDXL)."),
+                io.Model.Input("model", tooltip="The diffusion model to erase concepts from (SD1.x, SD2.x, SDXL, "
+                                                "SD3, Flux)."),
                 io.Clip.Input("clip", tooltip="The CLIP that belongs to this model: concepts are encoded with it, "
                                               "including any CLIPSetLastLayer or CLIP LoRA applied before."),
                 io.String.Input("forget_concepts", multiline=True, default="",
@@ -182,15 +185,17 @@ class EraseConceptsCURE(io.ComfyNode):
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="How much of the erasure to apply: W' = W - strength * W P_dis."),
                 io.Combo.Input("layers", options=LAYER_CHOICES, default=LAYER_CHOICES[0],
-                               tooltip="Which cross-attention projections to edit: keys and values (CURE), "
-                                       "or only one of them."),
+                               tooltip="Which layers to edit: every layer that reads the text tokens (SD1.x/"
+                                       "SD2.x/SDXL: cross-attention keys and values, as in CURE; SD3 and Flux: "
+                                       "the first text projection), or on the UNets the keys or values only."),
                 io.Combo.Input("token_selection", options=TOKEN_SELECTIONS, default=TOKEN_SELECTIONS[0],
                                tooltip="Which token embeddings of each prompt span the concept: its own tokens "
                                        "plus the end token (which summarises the prompt), its own tokens only, "
                                        "or every token of the prompt."),
                 io.Boolean.Input("erase_pooled", default=False,
-                                 tooltip="SDXL only: also erase the concept from the pooled CLIP-G vector that "
-                                         "enters label_emb. Off by default (see the README for why)."),
+                                 tooltip="SDXL, SD3 and Flux: also erase the concept from the pooled text vector "
+                                         "(SDXL: CLIP-G into label_emb; SD3: CLIP-L+G into y_embedder; Flux: "
+                                         "CLIP-L into vector_in). Off by default (see the README for why)."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched copy of the model without the concepts."),

@@ -1,8 +1,8 @@
-"""ComfyUI's own SD1.x / SD2.x / SDXL classes at tiny widths with seeded random weights.
+"""ComfyUI's own model classes at tiny widths with seeded random weights.
 
-They have the real key names, the real text path (real tokenizers, real CLIP code) and
-sample in milliseconds on a CPU, which makes them the test bed of the pack and the
-default model of its demo. They draw noise, not pictures: nothing here is trained.
+They have the real key names, the real text path (real tokenizers, real CLIP/T5 code) and
+sample in milliseconds on a CPU, which makes them the test bed of the pack and the default
+model of its demo. They draw noise, not pictures: nothing here is trained.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.sd
 import comfy.supported_models
+import comfy.supported_models_base
+import comfy.text_encoders.sd3_clip
 from comfy.ldm.models.autoencoder import AutoencoderKL
-
-TINY_FAMILIES = ("SD1.x", "SD2.x", "SDXL")
 
 _UNET_COMMON = {
     "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
@@ -28,20 +28,44 @@ _UNET_COMMON = {
 # SD1.x forces 8 heads and SD2.x/SDXL 64-channel heads (their ``unet_extra_config``), hence the widths.
 _SMALL_CLIP = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 3}
 _POOLED_WIDTH = 32   # tiny CLIP-G width (its projection is square): the pooled vector label_emb reads
+_SMALL_T5 = {"d_model": 64, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 2}
 
+
+def _sd3_clip_target(_config):
+    return comfy.supported_models_base.ClipTarget(comfy.text_encoders.sd3_clip.SD3Tokenizer,
+                                                   comfy.text_encoders.sd3_clip.sd3_clip(True, True, True))
+
+
+# family -> (ComfyUI config class, tiny unet config, text-encoder options, latent channels, CLIP target or None)
 _SPECS = {
     "SD1.x": (comfy.supported_models.SD15,
               {**_UNET_COMMON, "adm_in_channels": None, "use_linear_in_transformer": False},
-              {"clip_l_model_config": {**_SMALL_CLIP, "hidden_size": 64}}),
+              {"clip_l_model_config": {**_SMALL_CLIP, "hidden_size": 64}}, 4, None),
     "SD2.x": (comfy.supported_models.SD20,
               {**_UNET_COMMON, "adm_in_channels": None, "use_linear_in_transformer": True, "model_channels": 64},
-              {"clip_h_model_config": {**_SMALL_CLIP, "hidden_size": 64}}),
+              {"clip_h_model_config": {**_SMALL_CLIP, "hidden_size": 64}}, 4, None),
     "SDXL": (comfy.supported_models.SDXL,
              {**_UNET_COMMON, "adm_in_channels": _POOLED_WIDTH + 6 * 256, "num_classes": "sequential",
               "use_linear_in_transformer": True, "model_channels": 64},
              {"clip_l_model_config": _SMALL_CLIP,
-              "clip_g_model_config": {**_SMALL_CLIP, "hidden_size": _POOLED_WIDTH}}),
+              "clip_g_model_config": {**_SMALL_CLIP, "hidden_size": _POOLED_WIDTH}}, 4, None),
+    # SD3 pads the CLIP rows to 4096 and stacks the T5 rows under them: its T5 must be 4096 wide.
+    "SD3": (comfy.supported_models.SD3,
+            {"in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": 1, "input_size": None,
+             "adm_in_channels": 2 * _POOLED_WIDTH, "pos_embed_scaling_factor": None, "pos_embed_max_size": 16,
+             "num_patches": 256, "x_block_self_attn_layers": [],
+             "context_embedder_config": {"target": "torch.nn.Linear",
+                                         "params": {"in_features": 4096, "out_features": 64}}},
+            {"clip_l_model_config": _SMALL_CLIP, "clip_g_model_config": {**_SMALL_CLIP, "hidden_size": _POOLED_WIDTH},
+             "t5xxl_model_config": {**_SMALL_T5, "d_model": 4096, "num_layers": 1}}, 16, _sd3_clip_target),
+    "Flux": (comfy.supported_models.FluxSchnell,
+             {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": _POOLED_WIDTH,
+              "context_in_dim": 64, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1,
+              "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True,
+              "guidance_embed": False},
+             {"clip_l_model_config": _SMALL_CLIP, "t5xxl_model_config": _SMALL_T5}, 16, None),
 }
+TINY_FAMILIES = tuple(_SPECS)
 
 
 @torch.no_grad()
@@ -61,10 +85,10 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
         p.copy_(values.to(p.dtype))
 
 
-def tiny_model(family: str, seed: int = 0, unet_overrides: dict | None = None) -> comfy.model_patcher.ModelPatcher:
+def tiny_model(family: str, seed: int = 0) -> comfy.model_patcher.ModelPatcher:
     """The diffusion model of ``family`` at tiny size, wrapped as ComfyUI's MODEL."""
-    config_class, unet_config, _ = _SPECS[family]
-    model_config = config_class({**unet_config, **(unet_overrides or {})})
+    config_class, unet_config = _SPECS[family][:2]
+    model_config = config_class(dict(unet_config))
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({})
     randomize(model.diffusion_model, seed)
@@ -73,25 +97,32 @@ def tiny_model(family: str, seed: int = 0, unet_overrides: dict | None = None) -
 
 
 def tiny_clip(family: str, seed: int = 0, embedding_directory: str | None = None) -> comfy.sd.CLIP:
-    """ComfyUI's CLIP object for ``family`` with a tiny encoder and the real tokenizer."""
-    config_class, unet_config, clip_options = _SPECS[family]
-    target = config_class(dict(unet_config)).clip_target()
+    """ComfyUI's CLIP object for ``family`` with tiny encoders and the real tokenizers."""
+    config_class, unet_config, clip_options, _, clip_target = _SPECS[family]
+    config = config_class(dict(unet_config))
+    target = clip_target(config) if clip_target else config.clip_target()
     clip = comfy.sd.CLIP(target=target, embedding_directory=embedding_directory,
                          model_options={**clip_options, "dtype": torch.float32})
     randomize(clip.cond_stage_model, seed + 1)
     return clip
 
 
-def tiny_vae(seed: int = 0) -> comfy.sd.VAE:
-    """An SD-style KL autoencoder (8× downscale, 4 latent channels) with 32 base channels."""
-    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
-                "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
-    config = {"params": {"ddconfig": ddconfig, "embed_dim": 4}}
+def tiny_vae(seed: int = 0, latent_channels: int = 4) -> comfy.sd.VAE:
+    """A KL autoencoder (8× downscale) with 32 base channels and ``latent_channels`` latent channels."""
+    ddconfig = {"double_z": True, "z_channels": latent_channels, "resolution": 64, "in_channels": 3, "out_ch": 3,
+                "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    config = {"params": {"ddconfig": ddconfig, "embed_dim": latent_channels}}
     autoencoder = AutoencoderKL(**config["params"])
     randomize(autoencoder, seed + 2)
-    return comfy.sd.VAE(sd=autoencoder.state_dict(), config=config, dtype=torch.float32)
+    vae = comfy.sd.VAE(sd=autoencoder.state_dict(), config=config, dtype=torch.float32)
+    vae.latent_channels = latent_channels
+    return vae
+
+
+def latent_channels(family: str) -> int:
+    return _SPECS[family][3]
 
 
 def tiny_checkpoint(family: str, seed: int = 0):
     """``(MODEL, CLIP, VAE)`` as a checkpoint loader would return them."""
-    return tiny_model(family, seed), tiny_clip(family, seed), tiny_vae(seed)
+    return tiny_model(family, seed), tiny_clip(family, seed), tiny_vae(seed, latent_channels(family))

@@ -40,7 +40,7 @@ def sd1(tiny, tmp_path_factory):
     ({"alpha_forget": math.nan}, "alpha_forget must be a finite number >= 1"),
     ({"kind": "landscape"}, "Unknown concept kind"),
     ({"templates_text": "a painting without a placeholder"}, "exactly one"),
-    ({"layers": "queries"}, "Unknown layer choice"),
+    ({"layers": "queries"}, "does not apply to SD1.x"),
     ({"token_selection": "every other token"}, "Unknown token selection"),
 ])
 def test_bad_arguments(sd1, erase, arguments, message):
@@ -52,25 +52,32 @@ def test_bad_arguments(sd1, erase, arguments, message):
     assert_untouched(model, before)
 
 
-def tiny_flux():
-    import comfy.model_management
+def tiny_auraflow():
+    """A model family the eraser does not support (yet): AuraFlow, tiny, random weights."""
     import comfy.model_patcher
     import comfy.supported_models
-    config = comfy.supported_models.Flux({
-        "image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 32, "context_in_dim": 64,
-        "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
-        "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": False})
+    config = comfy.supported_models.AuraFlow({
+        "in_channels": 4, "out_channels": 4, "patch_size": 2, "dim": 64, "n_layers": 2, "n_double_layers": 1,
+        "n_heads": 2, "global_conddim": 64, "cond_seq_dim": 64, "max_seq": 64})
     config.set_inference_dtype(torch.float32, None)
     return comfy.model_patcher.ModelPatcher(config.get_model({}), load_device=torch.device("cpu"),
                                             offload_device=torch.device("cpu"))
 
 
 def test_unsupported_family_names_the_supported_ones(sd1, erase):
-    flux = tiny_flux()
+    aura = tiny_auraflow()
     with pytest.raises(ValueError) as error:
-        erase(flux, sd1[1], FORGET)
-    assert "'Flux'" in str(error.value)
-    assert "Supported families: SD1.x, SD2.x, SDXL" in str(error.value)
+        erase(aura, sd1[1], FORGET)
+    assert "'AuraFlow'" in str(error.value)
+    assert "Supported families: SD1.x, SD2.x, SDXL, SDXL Refiner, SD3, Flux" in str(error.value)
+    assert aura.patches == {}
+
+
+def test_a_clip_of_another_family_is_refused(tiny, erase):
+    flux = tiny.tiny_model("Flux")                       # reads 64-wide T5 rows; an SDXL CLIP has no T5
+    sdxl_clip = tiny.tiny_clip("SDXL")
+    with pytest.raises(ValueError, match="This CLIP gives no .t5xxl. tokens, which the model reads"):
+        erase(flux, sdxl_clip, FORGET)
     assert flux.patches == {}
 
 

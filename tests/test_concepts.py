@@ -39,7 +39,7 @@ def test_family_lookup_names_the_supported_families():
     assert family_for_config("SD15").name == "SD1.x"
     assert family_for_config("SDXL").pooled is not None
     with pytest.raises(ValueError) as error:
-        family_for_config("Flux")
+        family_for_config("AuraFlow")
     for family in FAMILIES:
         assert family.name in str(error.value)
 
@@ -52,7 +52,19 @@ def test_text_layer_keys_match_cross_attention_only():
             "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_out.0.weight"]
     family = family_for_config("SD15")
     assert family.text_layer_keys(keys) == keys[:2]
-    assert family.text_layer_keys(keys, "keys only") == keys[:1]
-    assert family.text_layer_keys(keys, "values only") == keys[1:2]
-    with pytest.raises(ValueError, match="Unknown layer choice"):
+    assert family.text_layer_keys(keys, "cross-attention keys only") == keys[:1]
+    assert family.text_layer_keys(keys, "cross-attention values only") == keys[1:2]
+    with pytest.raises(ValueError, match="does not apply"):
         family.text_layer_keys(keys, "queries")
+
+
+def test_transformer_families_edit_their_first_text_layer_only():
+    keys = ["diffusion_model.txt_in.weight", "diffusion_model.txt_in.bias", "diffusion_model.vector_in.in_layer.weight",
+            "diffusion_model.double_blocks.0.txt_attn.qkv.weight"]
+    flux = family_for_config("Flux")
+    assert flux.text_layer_keys(keys) == ["diffusion_model.txt_in.weight"]
+    with pytest.raises(ValueError, match="does not apply to Flux"):
+        flux.text_layer_keys(keys, "cross-attention keys only")
+    sd3 = family_for_config("SD3")
+    assert sd3.text_layer_keys(["diffusion_model.context_embedder.weight", "diffusion_model.context_embedder.bias"]) \
+        == ["diffusion_model.context_embedder.weight"]
