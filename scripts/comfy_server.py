@@ -97,14 +97,15 @@ class ComfyServer:
         except urllib.error.HTTPError as error:
             raise RuntimeError(f"ComfyUI rejected the workflow: {error.read().decode(errors='replace')}") from error
 
-    def wait(self, prompt_id: str, timeout: float = 600.0) -> dict:
+    def wait(self, prompt_id: str, timeout: float = 600.0, raise_on_error: bool = True) -> dict:
         """The history entry of a finished prompt (its ``status`` says whether it succeeded)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             history = self.get(f"/history/{prompt_id}")
             if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
                 entry = history[prompt_id]
-                if entry["status"].get("status_str") == "error" or not entry["status"]["completed"]:
+                failed = entry["status"].get("status_str") == "error" or not entry["status"]["completed"]
+                if failed and raise_on_error:
                     messages = entry["status"].get("messages", [])
                     raise RuntimeError(f"Workflow failed: {json.dumps(messages)[:4000]}\n{self.log()[-4000:]}")
                 return entry

@@ -41,7 +41,8 @@ def workflow(args: argparse.Namespace) -> dict:
             "layers": "all text-reading layers", "token_selection": "concept + end token", "erase_pooled": False}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": args.prompt}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": args.size, "height": args.size, "batch_size": 1}},
+        "5": {"class_type": "EmptySD3LatentImage" if args.family in ("SD3", "Flux") else "EmptyLatentImage",
+              "inputs": {"width": args.size, "height": args.size, "batch_size": 1}},
         "6": sampler(["1", 0]),
         "7": sampler(["2", 0]),
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
@@ -72,8 +73,9 @@ def main() -> None:
     parser.add_argument("--retain", default="Claude Monet", help="concepts to keep, one per line")
     parser.add_argument("--kind", default="style", help="style, object, identity, explicit content or raw text")
     parser.add_argument("--prompt", default="a starry night over a village, painting by Van Gogh")
-    parser.add_argument("--family", default="SD1.x", help="tiny demo model family: SD1.x, SD2.x or SDXL")
-    parser.add_argument("--checkpoint", help="a real SD1.x/SD2.x/SDXL checkpoint file to use instead")
+    parser.add_argument("--family", default="SD1.x", help="SD1.x, SD2.x, SDXL, SD3 or Flux: the tiny demo model "
+                                                          "to build, or the family of --checkpoint")
+    parser.add_argument("--checkpoint", help="a real checkpoint file (model, CLIP and VAE in one) to use instead")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)

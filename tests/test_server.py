@@ -1,7 +1,7 @@
 """End to end through ComfyUI's real server: the pack loads from custom_nodes/, its nodes are
-described in /object_info, and the shipped example workflow runs to an image."""
+described in /object_info, and every shipped example workflow is validated by the server and
+runs to an image with its loaders swapped for the tiny demo model of the same family."""
 import json
-from pathlib import Path
 
 import pytest
 
@@ -9,11 +9,30 @@ from conftest import REPO
 from scripts.comfy_server import ComfyServer, ui_to_api
 
 WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
+FAMILY_OF_WORKFLOW = {"erase_style_sd15.json": "SD1.x", "erase_artist_sd21.json": "SD2.x",
+                      "erase_celebrity_sdxl.json": "SDXL", "erase_explicit_sd35.json": "SD3",
+                      "erase_character_flux.json": "Flux"}
+# Which demo-model output (MODEL 0, CLIP 1, VAE 2) stands in for each loader output.
+LOADER_OUTPUTS = {"CheckpointLoaderSimple": (0, 1, 2), "UNETLoader": (0,), "DualCLIPLoader": (1,),
+                  "CLIPLoader": (1,), "TripleCLIPLoader": (1,), "VAELoader": (2,)}
+MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "vae")
+
+
+def model_file_names(workflow: dict) -> set[str]:
+    return {value for node in workflow["nodes"] for value in node.get("widgets_values", [])
+            if isinstance(value, str) and value.endswith((".safetensors", ".sft", ".gguf", ".ckpt"))}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with ComfyServer(tmp_path_factory.mktemp("comfyui")) as running:
+    base = tmp_path_factory.mktemp("comfyui")
+    # Empty stand-ins for the checkpoints the example workflows name, so that the server's own
+    # validation (which checks that a chosen file exists) can run on them.
+    for name in set().union(*(model_file_names(json.loads(p.read_text())) for p in WORKFLOWS)):
+        for folder in MODEL_FOLDERS:
+            (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+            (base / "models" / folder / name).touch()
+    with ComfyServer(base) as running:
         yield running
 
 
@@ -22,18 +41,28 @@ def object_info(server):
     return server.get("/object_info")
 
 
-def tiny_version(workflow: dict, object_info: dict) -> dict:
-    """The workflow as users share it, with the checkpoint loader swapped for the tiny demo model
-    (same outputs: MODEL, CLIP, VAE) and a small, quick latent."""
+def tiny_version(workflow: dict, object_info: dict, family: str) -> dict:
+    """The workflow as users share it, with its loaders replaced by the tiny demo model of the same
+    family (outputs rewired: MODEL, CLIP, VAE) and a small, quick latent."""
     prompt = ui_to_api(workflow, object_info)
+    loaders = {node_id: node["class_type"] for node_id, node in prompt.items()
+               if node["class_type"] in LOADER_OUTPUTS}
+    for node_id in loaders:
+        del prompt[node_id]
     for node in prompt.values():
-        if node["class_type"] == "CheckpointLoaderSimple":
-            node.update(class_type="CURE_TinyDemoModel", inputs={"family": "SD1.x", "seed": 0})
-        elif node["class_type"] == "EmptyLatentImage":
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and value[0] in loaders:
+                node["inputs"][name] = ["tiny", LOADER_OUTPUTS[loaders[value[0]]][value[1]]]
+        if node["class_type"] in ("EmptyLatentImage", "EmptySD3LatentImage"):
             node["inputs"].update(width=64, height=64)
         elif node["class_type"] == "KSampler":
             node["inputs"]["steps"] = 2
+    prompt["tiny"] = {"class_type": "CURE_TinyDemoModel", "inputs": {"family": family, "seed": 0}}
     return prompt
+
+
+def test_every_example_workflow_has_a_family():
+    assert {p.name for p in WORKFLOWS} == set(FAMILY_OF_WORKFLOW)
 
 
 def test_nodes_are_described_with_inputs_and_tooltips(object_info):
@@ -52,26 +81,29 @@ def test_nodes_are_described_with_inputs_and_tooltips(object_info):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
-def test_example_workflow_converts_with_known_nodes_only(path, object_info):
+def test_example_workflow_is_validated_by_the_server(path, server, object_info):
     prompt = ui_to_api(json.loads(path.read_text()), object_info)
     assert any(node["class_type"] == "CURE_EraseConcepts" for node in prompt.values())
+    prompt_id = server.post_prompt(prompt)     # raises with ComfyUI's message if validation fails
+    server.wait(prompt_id, raise_on_error=False)   # it then stops at loading the empty stand-in file
 
 
-def test_example_workflow_runs_to_an_image(server, object_info):
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_example_workflow_runs_to_an_image(path, server, object_info):
     from PIL import Image
-    workflow = json.loads((REPO / "example_workflows" / "erase_style_sd15.json").read_text())
-    history = server.run(tiny_version(workflow, object_info))
+    family = FAMILY_OF_WORKFLOW[path.name]
+    history = server.run(tiny_version(json.loads(path.read_text()), object_info, family))
     outputs = history["outputs"]
     saved = next(o["images"][0] for o in outputs.values() if "images" in o)
     image = Image.open(server.base_dir / "output" / saved["subfolder"] / saved["filename"])
     assert image.size == (64, 64)
     reports = [o["text"][0] for o in outputs.values() if "text" in o]
-    assert reports and reports[0].startswith("CURE Spectral Eraser on SD1.x")
+    assert reports and reports[0].startswith(f"CURE Spectral Eraser on {family}")
 
 
 def test_a_bad_input_is_reported_by_the_server(server, object_info):
     workflow = json.loads((REPO / "example_workflows" / "erase_style_sd15.json").read_text())
-    prompt = tiny_version(workflow, object_info)
+    prompt = tiny_version(workflow, object_info, "SD1.x")
     eraser = next(n for n in prompt.values() if n["class_type"] == "CURE_EraseConcepts")
     eraser["inputs"]["forget_concepts"] = "   "
     with pytest.raises(RuntimeError, match="No concept to forget"):
