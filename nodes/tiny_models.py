@@ -70,18 +70,25 @@ TINY_FAMILIES = tuple(_SPECS)
 
 @torch.no_grad()
 def randomize(module: torch.nn.Module, seed: int) -> None:
-    """Seeded fan-in-scaled weights: ComfyUI allocates layers with ``torch.empty``."""
-    generator = torch.Generator().manual_seed(seed)
-    for name, p in module.named_parameters():
+    """Seeded fan-in-scaled weights (and floating buffers): ComfyUI allocates them with ``torch.empty``.
+
+    Values are drawn on each parameter's own device (a real-size text encoder on a GPU is
+    initialised in seconds); on the CPU they are the same for the same seed.
+    """
+    generators: dict[torch.device, torch.Generator] = {}
+    floating_buffers = [(n, b) for n, b in module.named_buffers() if b.is_floating_point()]   # e.g. SD3's pos_embed
+    for name, p in [*module.named_parameters(), *floating_buffers]:
         if p.numel() == 0:
             continue
+        if p.device not in generators:
+            generators[p.device] = torch.Generator(device=p.device).manual_seed(seed)
         if p.ndim >= 2:
             fan_in = p[0].numel()
-            values = torch.randn(p.shape, generator=generator) / math.sqrt(fan_in)
+            values = torch.randn(p.shape, generator=generators[p.device], device=p.device) / math.sqrt(fan_in)
         elif name.endswith("weight"):
-            values = torch.ones(p.shape)          # norm scales
+            values = torch.ones(p.shape, device=p.device)          # norm scales
         else:
-            values = torch.zeros(p.shape)         # biases
+            values = torch.zeros(p.shape, device=p.device)         # biases
         p.copy_(values.to(p.dtype))
 
 

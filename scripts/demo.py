@@ -2,7 +2,7 @@
 
 By default it uses the pack's tiny demo model (random weights, built in a second, no download),
 so the pictures are noise and show only *that* the erasure changes what the sampler makes; give
-``--checkpoint`` an SD1.x/SD2.x/SDXL ``.safetensors`` to see real before/after images.
+``--checkpoint`` an all-in-one checkpoint of a supported family (and ``--family``) to see real images.
 
     .venv/bin/python scripts/demo.py --out demo_output [--forget "Van Gogh" --retain "Claude Monet"]
 """
