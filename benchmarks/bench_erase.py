@@ -1,8 +1,9 @@
 """Benchmark of the Erase Concepts (CURE) node on real-size layers with random weights.
 
-Prints, per family (SD1.5, SDXL, SD3.5 Large, Flux.1-dev) and device:
+Prints, per family (SD1.5, SDXL, SD3.5 Large, Flux.1-dev, Wan 2.1 14B) and device:
   * encode  - 16 concept prompts through the real-size text encoders (random weights); on a CPU the
-              4.7 B-parameter T5-XXL of SD3/Flux does not fit, so there random token rows stand in
+              4.7 B-parameter T5-XXL of SD3/Flux (5.7 B umT5 of Wan) does not fit, so random token rows
+              stand in (Wan's umT5 tokenizer does not ship with ComfyUI: a small one is trained on the fly)
   * edit    - the edit itself: projector factors + per-layer patch factors (encoding excluded)
   * patch   - clone + add_patches on the ComfyUI MODEL
   * node    - the whole node (encode + edit + patch), as a sampler graph runs it
@@ -10,7 +11,7 @@ Prints, per family (SD1.5, SDXL, SD3.5 Large, Flux.1-dev) and device:
   * step    - one denoiser evaluation with and without the patch, once loaded (needs --sampling;
               a real-size UNet is built, which takes a few GB of memory)
 
-    .venv/bin/python benchmarks/bench_erase.py [--device cuda] [--families sd15,sdxl,sd3,flux] [--sampling]
+    .venv/bin/python benchmarks/bench_erase.py [--device cuda] [--families sd15,sdxl,sd3,flux,wan14b] [--sampling]
 Targets on an H100: edit < 5 ms (SD1.5), < 10 ms (SDXL); node with 16 prompts < 50 ms; no step overhead.
 """
 from __future__ import annotations
@@ -47,8 +48,11 @@ UNET_CONFIGS = {
     "flux": {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096,
              "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": 19, "depth_single_blocks": 38,
              "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True},
+    "wan14b": {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "text_len": 512, "in_dim": 16,
+               "dim": 5120, "ffn_dim": 13824, "freq_dim": 256, "text_dim": 4096, "out_dim": 16, "num_heads": 40,
+               "num_layers": 40, "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6},
 }
-T5_FAMILIES = ("sd3", "flux")
+T5_FAMILIES = ("sd3", "flux", "wan14b")
 FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"   # 4 concepts x 4 templates = 16 prompts
 
 
@@ -107,8 +111,10 @@ def build_clip(family: str, device: torch.device, dtype: torch.dtype):
         target = comfy.supported_models_base.ClipTarget(sd3_clip.SD3Tokenizer, sd3_clip.sd3_clip(True, True, True))
     else:
         target = config.clip_target()
-    clip = comfy.sd.CLIP(target=target, model_options={"dtype": dtype, "load_device": device,
-                                                       "offload_device": device, "initial_device": device})
+    tokenizer_data = {"spiece_model": tiny.tiny_spiece_model()} if family == "wan14b" else {}
+    clip = comfy.sd.CLIP(target=target, tokenizer_data=tokenizer_data,
+                         model_options={"dtype": dtype, "load_device": device, "offload_device": device,
+                                        "initial_device": device})
     tiny.randomize(clip.cond_stage_model, seed=1)
     return clip
 
@@ -155,7 +161,7 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
         t_encode, spread_encode, (forget_rows, retain_rows) = timed(encode, device, repeats)
     else:   # as many rows as the real encoders give these prompts (SD3: CLIP + T5 rows), random values
         generator = torch.Generator().manual_seed(0)
-        n_rows = {"sd3": 64, "flux": 36}[family]
+        n_rows = {"sd3": 64, "flux": 36, "wan14b": 44}[family]
         width = weights[keys[0]].shape[1]
         forget_rows, retain_rows = (torch.randn(n_rows, width, generator=generator) for _ in range(2))
     forget_rows, retain_rows = forget_rows.to(device), retain_rows.to(device)
@@ -223,7 +229,7 @@ def bench_step(family, device, dtype, repeats, model_factory) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--families", default="sd15,sdxl,sd3,flux")
+    parser.add_argument("--families", default="sd15,sdxl,sd3,flux,wan14b")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sampling", action="store_true",
                         help="also time SD1.5/SDXL denoiser steps (builds the full UNets)")

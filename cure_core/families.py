@@ -91,6 +91,15 @@ FAMILIES: tuple[Family, ...] = (
            segments=(TextSegment("t5xxl"),),
            layer_patterns=_single_layer("diffusion_model.txt_in.weight"),
            pooled=PooledPath("diffusion_model.vector_in.in_layer.weight")),
+    Family("Chroma", ("Chroma", "ChromaRadiance"),
+           encoder="T5-XXL token embeddings (4096 wide)",
+           segments=(TextSegment("t5xxl"),),
+           layer_patterns=_single_layer("diffusion_model.txt_in.weight")),
+    Family("Wan 2.1 / 2.2", ("WAN21_T2V", "WAN21_I2V", "WAN21_FunControl2V", "WAN21_Camera", "WAN22_Camera",
+                             "WAN21_Vace", "WAN22_T2V"),
+           encoder="umT5-XXL token embeddings (4096 wide, 512 rows, zero after the end token)",
+           segments=(TextSegment("umt5xxl"),),
+           layer_patterns=_single_layer("diffusion_model.text_embedding.0.weight")),
 )
 
 

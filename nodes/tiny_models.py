@@ -6,6 +6,8 @@ model of its demo. They draw noise, not pictures: nothing here is trained.
 """
 from __future__ import annotations
 
+import functools
+import io
 import math
 
 import torch
@@ -16,7 +18,9 @@ import comfy.sd
 import comfy.supported_models
 import comfy.supported_models_base
 import comfy.text_encoders.sd3_clip
+import comfy.text_encoders.wan
 from comfy.ldm.models.autoencoder import AutoencoderKL
+from comfy.ldm.wan.vae import WanVAE
 
 _UNET_COMMON = {
     "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
@@ -29,6 +33,31 @@ _UNET_COMMON = {
 _SMALL_CLIP = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 3}
 _POOLED_WIDTH = 32   # tiny CLIP-G width (its projection is square): the pooled vector label_emb reads
 _SMALL_T5 = {"d_model": 64, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 2}
+
+
+_SPIECE_WORDS = ("a an the of in on by with and photo painting picture image portrait video style artwork of "
+                 "woman man person child cat dog horse car house tree flower city beach street night day sky "
+                 "red blue green yellow orange black white walking running sitting smiling waving dancing "
+                 "Van Gogh Claude Monet Starry Night Mickey Mouse watercolor cartoon character nude naked "
+                 "violence blood star wars new hope detailed village quiet sunny over under").split()
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_spiece_model() -> bytes:
+    """A small SentencePiece model (umT5 layout: pad 0, eos 1, unk 2; byte fallback, so every text
+    tokenizes), trained here in a second: Wan's umT5 tokenizer does not ship with ComfyUI."""
+    import sentencepiece
+    sentences = [" ".join(_SPIECE_WORDS[(i * 7 + j * 3) % len(_SPIECE_WORDS)] for j in range(12))
+                 for i in range(400)]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model, vocab_size=320, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, byte_fallback=True, num_threads=1, minloglevel=2)
+    return model.getvalue()
+
+
+def _wan_clip_target(_config):
+    return comfy.supported_models_base.ClipTarget(comfy.text_encoders.wan.WanT5Tokenizer, comfy.text_encoders.wan.te())
 
 
 def _sd3_clip_target(_config):
@@ -64,6 +93,18 @@ _SPECS = {
               "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True,
               "guidance_embed": False},
              {"clip_l_model_config": _SMALL_CLIP, "t5xxl_model_config": _SMALL_T5}, 16, None),
+    "Chroma": (comfy.supported_models.Chroma,
+               {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": 64,
+                "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
+                "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64,
+                "out_dim": 64, "hidden_dim": 64, "n_layers": 1},
+               {"t5xxl_model_config": _SMALL_T5}, 16, None),
+    "Wan 2.1": (comfy.supported_models.WAN21_T2V,
+                {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "text_len": 512,
+                 "in_dim": 16, "dim": 64, "ffn_dim": 128, "freq_dim": 256, "text_dim": 64, "out_dim": 16,
+                 "num_heads": 2, "num_layers": 1, "window_size": (-1, -1), "qk_norm": True,
+                 "cross_attn_norm": True, "eps": 1e-6},
+                {"umt5xxl_model_config": {**_SMALL_T5, "vocab_size": 320}}, 16, _wan_clip_target),
 }
 TINY_FAMILIES = tuple(_SPECS)
 
@@ -108,14 +149,21 @@ def tiny_clip(family: str, seed: int = 0, embedding_directory: str | None = None
     config_class, unet_config, clip_options, _, clip_target = _SPECS[family]
     config = config_class(dict(unet_config))
     target = clip_target(config) if clip_target else config.clip_target()
-    clip = comfy.sd.CLIP(target=target, embedding_directory=embedding_directory,
+    tokenizer_data = {"spiece_model": tiny_spiece_model()} if "umt5xxl_model_config" in clip_options else {}
+    clip = comfy.sd.CLIP(target=target, embedding_directory=embedding_directory, tokenizer_data=tokenizer_data,
                          model_options={**clip_options, "dtype": torch.float32})
     randomize(clip.cond_stage_model, seed + 1)
     return clip
 
 
-def tiny_vae(seed: int = 0, latent_channels: int = 4) -> comfy.sd.VAE:
-    """A KL autoencoder (8× downscale) with 32 base channels and ``latent_channels`` latent channels."""
+def tiny_vae(seed: int = 0, latent_channels: int = 4, video: bool = False) -> comfy.sd.VAE:
+    """An image KL autoencoder (8× downscale, 32 base channels, ``latent_channels`` latents), or with
+    ``video`` a Wan 2.1 video VAE (8× spatial, 4× temporal, 16 latents) with 8 base channels."""
+    if video:
+        wan = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                     temperal_downsample=[False, True, True])
+        randomize(wan, seed + 2)
+        return comfy.sd.VAE(sd=wan.state_dict(), dtype=torch.float32)
     ddconfig = {"double_z": True, "z_channels": latent_channels, "resolution": 64, "in_channels": 3, "out_ch": 3,
                 "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
     config = {"params": {"ddconfig": ddconfig, "embed_dim": latent_channels}}
@@ -130,6 +178,10 @@ def latent_channels(family: str) -> int:
     return _SPECS[family][3]
 
 
+VIDEO_FAMILIES = ("Wan 2.1",)
+
+
 def tiny_checkpoint(family: str, seed: int = 0):
     """``(MODEL, CLIP, VAE)`` as a checkpoint loader would return them."""
-    return tiny_model(family, seed), tiny_clip(family, seed), tiny_vae(seed, latent_channels(family))
+    return (tiny_model(family, seed), tiny_clip(family, seed),
+            tiny_vae(seed, latent_channels(family), video=family in VIDEO_FAMILIES))

@@ -20,6 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scripts.comfy_server import ComfyServer  # noqa: E402
 
 
+def latent_node(args: argparse.Namespace) -> dict:
+    """An empty latent of the family's kind: 4-channel SD, 16-channel SD3/Flux/Chroma, or one Wan video frame."""
+    size = {"width": args.size, "height": args.size, "batch_size": 1}
+    if args.family.startswith("Wan"):
+        return {"class_type": "EmptyHunyuanLatentVideo", "inputs": {**size, "length": 1}}
+    if args.family in ("SD3", "Flux", "Chroma"):
+        return {"class_type": "EmptySD3LatentImage", "inputs": size}
+    return {"class_type": "EmptyLatentImage", "inputs": size}
+
+
 def workflow(args: argparse.Namespace) -> dict:
     """Two samplers on the same seed: one on the loaded model, one on the erased clone."""
     if args.checkpoint:
@@ -41,8 +51,7 @@ def workflow(args: argparse.Namespace) -> dict:
             "layers": "all text-reading layers", "token_selection": "concept + end token", "erase_pooled": False}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": args.prompt}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
-        "5": {"class_type": "EmptySD3LatentImage" if args.family in ("SD3", "Flux") else "EmptyLatentImage",
-              "inputs": {"width": args.size, "height": args.size, "batch_size": 1}},
+        "5": latent_node(args),
         "6": sampler(["1", 0]),
         "7": sampler(["2", 0]),
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
@@ -73,7 +82,7 @@ def main() -> None:
     parser.add_argument("--retain", default="Claude Monet", help="concepts to keep, one per line")
     parser.add_argument("--kind", default="style", help="style, object, identity, explicit content or raw text")
     parser.add_argument("--prompt", default="a starry night over a village, painting by Van Gogh")
-    parser.add_argument("--family", default="SD1.x", help="SD1.x, SD2.x, SDXL, SD3 or Flux: the tiny demo model "
+    parser.add_argument("--family", default="SD1.x", help="SD1.x, SD2.x, SDXL, SD3, Flux, Chroma or 'Wan 2.1': the tiny demo model "
                                                           "to build, or the family of --checkpoint")
     parser.add_argument("--checkpoint", help="a real checkpoint file (model, CLIP and VAE in one) to use instead")
     parser.add_argument("--seed", type=int, default=42)
