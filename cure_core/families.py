@@ -100,6 +100,19 @@ FAMILIES: tuple[Family, ...] = (
            encoder="umT5-XXL token embeddings (4096 wide, 512 rows, zero after the end token)",
            segments=(TextSegment("umt5xxl"),),
            layer_patterns=_single_layer("diffusion_model.text_embedding.0.weight")),
+    Family("LTX-Video", ("LTXV",),
+           encoder="T5-XXL token embeddings (4096 wide, 128 rows)",
+           segments=(TextSegment("t5xxl"),),
+           layer_patterns=_single_layer("diffusion_model.caption_projection.linear_1.weight")),
+    Family("Mochi", ("GenmoMochi",),
+           encoder="T5-XXL token embeddings (4096 wide, 256 rows); the attention pool reads them and their mean",
+           segments=(TextSegment("t5xxl"),),
+           layer_patterns={ALL_TEXT_LAYERS: r"^diffusion_model\.(t5_yproj|t5_y_embedder\.to_kv|t5_y_embedder\.to_q)"
+                                            r"\.weight$"}),
+    Family("PixArt", ("PixArtAlpha", "PixArtSigma"),
+           encoder="T5-XXL token embeddings (4096 wide)",
+           segments=(TextSegment("t5xxl"),),
+           layer_patterns=_single_layer("diffusion_model.y_embedder.y_proj.fc1.weight")),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .erase_cure import CATEGORY
-from .tiny_models import TINY_FAMILIES, tiny_checkpoint
+from .tiny_models import DEMO_FAMILIES, tiny_checkpoint
 
 
 class TinyDemoModel(io.ComfyNode):
@@ -14,11 +14,11 @@ class TinyDemoModel(io.ComfyNode):
             node_id="CURE_TinyDemoModel",
             display_name="Tiny Demo Model (random weights)",
             category=f"{CATEGORY}/demo",
-            description="Builds ComfyUI's own SD1.x/SD2.x/SDXL/SD3/Flux/Chroma/Wan 2.1 classes at a tiny size with seeded random weights "
+            description="Builds ComfyUI's own SD1.x/SD2.x/SDXL/SD3/Flux/Chroma/Wan 2.1/PixArt classes at a tiny size with seeded random weights "
                         "and real tokenizers. It draws noise, not pictures: use it to try the erasure nodes, "
                         "test workflows, or run the pack without downloading a checkpoint.",
             inputs=[
-                io.Combo.Input("family", options=TINY_FAMILIES, default=TINY_FAMILIES[0],
+                io.Combo.Input("family", options=DEMO_FAMILIES, default=DEMO_FAMILIES[0],
                                tooltip="Which architecture to build."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seed of the random weights: the same seed gives the same model."),

@@ -157,7 +157,7 @@ class EraseConceptsCURE(io.ComfyNode):
                         "Returns a patched copy; the input model is unchanged.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to erase concepts from (SD1.x, SD2.x, SDXL, "
-                                                "SD3, Flux, Chroma, Wan 2.1/2.2)."),
+                                                "SD3, Flux, Chroma, Wan 2.1/2.2, LTX-Video, Mochi, PixArt)."),
                 io.Clip.Input("clip", tooltip="The CLIP that belongs to this model: concepts are encoded with it, "
                                               "including any CLIPSetLastLayer or CLIP LoRA applied before."),
                 io.String.Input("forget_concepts", multiline=True, default="",
@@ -186,8 +186,8 @@ class EraseConceptsCURE(io.ComfyNode):
                                tooltip="How much of the erasure to apply: W' = W - strength * W P_dis."),
                 io.Combo.Input("layers", options=LAYER_CHOICES, default=LAYER_CHOICES[0],
                                tooltip="Which layers to edit: every layer that reads the text tokens (SD1.x/"
-                                       "SD2.x/SDXL: cross-attention keys and values, as in CURE; SD3, Flux, Chroma "
-                                       "and Wan: the first text projection), or on the UNets the keys or values only."),
+                                       "SD2.x/SDXL: cross-attention keys and values, as in CURE; the transformers: "
+                                       "the first projection of the text tokens), or on the UNets the keys or values only."),
                 io.Combo.Input("token_selection", options=TOKEN_SELECTIONS, default=TOKEN_SELECTIONS[0],
                                tooltip="Which token embeddings of each prompt span the concept: its own tokens "
                                        "plus the end token (which summarises the prompt), its own tokens only, "

@@ -105,8 +105,29 @@ _SPECS = {
                  "num_heads": 2, "num_layers": 1, "window_size": (-1, -1), "qk_norm": True,
                  "cross_attn_norm": True, "eps": 1e-6},
                 {"umt5xxl_model_config": {**_SMALL_T5, "vocab_size": 320}}, 16, _wan_clip_target),
+    "LTX-Video": (comfy.supported_models.LTXV,
+                  {"image_model": "ltxv", "in_channels": 128, "cross_attention_dim": 64, "attention_head_dim": 32,
+                   "num_attention_heads": 2, "caption_channels": 64, "num_layers": 1},
+                  {"t5xxl_model_config": _SMALL_T5}, 128, None),
+    "Mochi": (comfy.supported_models.GenmoMochi,
+              {"image_model": "mochi_preview", "patch_size": 2, "in_channels": 12, "hidden_size_x": 64,
+               "hidden_size_y": 64, "depth": 1, "num_heads": 2, "mlp_ratio_x": 192.0, "mlp_ratio_y": 2.0,
+               "use_t5": True, "t5_feat_dim": 64, "t5_token_length": 256, "learn_sigma": False, "qk_norm": True,
+               "qkv_bias": False, "out_bias": True, "attn_drop": 0.0, "patch_embed_bias": True,
+               "timestep_mlp_bias": True, "attend_to_padding": False, "timestep_scale": 1000.0,
+               "use_extended_posenc": False, "posenc_preserve_area": True, "rope_theta": 10000.0},
+              {"t5xxl_model_config": _SMALL_T5}, 12, None),
+    # PixArt's position embedding needs a latent of at least 64x64 (512 px); Mochi asserts a 12288-wide MLP.
+    "PixArt": (comfy.supported_models.PixArtSigma,
+               {"image_model": "pixart_sigma", "input_size": 16, "patch_size": 2, "in_channels": 4, "hidden_size": 64,
+                "depth": 1, "num_heads": 2, "caption_channels": 64, "pe_interpolation": 1.0, "model_max_length": 300,
+                "micro_condition": False},
+               {"t5xxl_model_config": _SMALL_T5}, 4, None),
 }
 TINY_FAMILIES = tuple(_SPECS)
+VIDEO_FAMILIES = ("Wan 2.1", "LTX-Video", "Mochi")
+# Families whose VAE this module can build (LTX-Video's and Mochi's video VAEs it cannot): the demo node's list.
+DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt")
 
 
 @torch.no_grad()
@@ -178,10 +199,9 @@ def latent_channels(family: str) -> int:
     return _SPECS[family][3]
 
 
-VIDEO_FAMILIES = ("Wan 2.1",)
-
-
 def tiny_checkpoint(family: str, seed: int = 0):
-    """``(MODEL, CLIP, VAE)`` as a checkpoint loader would return them."""
+    """``(MODEL, CLIP, VAE)`` as a checkpoint loader would return them (families in ``DEMO_FAMILIES``)."""
+    if family not in DEMO_FAMILIES:
+        raise ValueError(f"No tiny VAE for {family}; families with one: {', '.join(DEMO_FAMILIES)}.")
     return (tiny_model(family, seed), tiny_clip(family, seed),
-            tiny_vae(seed, latent_channels(family), video=family in VIDEO_FAMILIES))
+            tiny_vae(seed, latent_channels(family), video=family == "Wan 2.1"))

@@ -6,7 +6,7 @@ import torch
 
 from conftest import pack_module
 
-FAMILIES = ["SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1"]
+FAMILIES = ["SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "LTX-Video", "Mochi", "PixArt"]
 FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"
 # What each family must have edited, written independently of the pack's own family table.
 TEXT_LAYERS = {
@@ -17,6 +17,9 @@ TEXT_LAYERS = {
     "Flux": r"^diffusion_model\.txt_in\.weight$",
     "Chroma": r"^diffusion_model\.txt_in\.weight$",
     "Wan 2.1": r"^diffusion_model\.text_embedding\.0\.weight$",
+    "LTX-Video": r"^diffusion_model\.caption_projection\.linear_1\.weight$",
+    "Mochi": r"^diffusion_model\.(t5_yproj|t5_y_embedder\.to_kv|t5_y_embedder\.to_q)\.weight$",
+    "PixArt": r"^diffusion_model\.y_embedder\.y_proj\.fc1\.weight$",
 }
 POOLED = {"SDXL": "diffusion_model.label_emb.0.0.weight", "SD3": "diffusion_model.y_embedder.mlp.0.weight",
           "Flux": "diffusion_model.vector_in.in_layer.weight"}
@@ -67,7 +70,8 @@ def sample(comfy, model, clip, prompt="a painting by Van Gogh", seed=7):
     negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
     latent_format = model.model.latent_format
     frames = (1,) if getattr(latent_format, "latent_dimensions", 2) == 3 else ()    # video: one latent frame
-    latent = {"samples": torch.zeros(1, latent_format.latent_channels, *frames, 8, 8)}
+    size = 64 if type(model.model.model_config).__name__.startswith("PixArt") else 8   # PixArt needs >= 64
+    latent = {"samples": torch.zeros(1, latent_format.latent_channels, *frames, size, size)}
     return comfy.nodes.KSampler().sample(model, seed, 2, 5.0, "euler", "normal", positive, negative, latent)[0]["samples"]
 
 
