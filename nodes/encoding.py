@@ -77,13 +77,36 @@ def _batch_signature(tokens: dict) -> tuple:
     return tuple(sorted({(key, len(chunk)) for key, chunks in tokens.items() for chunk in chunks}))
 
 
-def encode_concepts(clip, prompts: list[tuple[str, str, str]], selection: str, segments: tuple[TextSegment, ...],
-                    with_pooled: bool = False) -> EncodedConcepts:
-    """Encode every ``(concept, prefix, suffix)`` prompt and keep the selected rows of every segment.
+def encode_token_rows(clip, token_dicts: list[dict], keys: list[str]) -> list[dict[str, torch.Tensor]]:
+    """For every tokenized prompt and every segment key, the encoder output rows of all its tokens (float32).
 
     Prompts are encoded in as few forward passes as possible: each prompt becomes a section of
     one batch (ComfyUI encodes sections together and concatenates them, segment by segment).
     """
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for index, tokens in enumerate(token_dicts):
+        groups[_batch_signature(tokens)].append(index)
+    out: list[dict[str, torch.Tensor]] = [{} for _ in token_dicts]
+    for members in groups.values():
+        first = token_dicts[members[0]]
+        batch = {key: [chunk for i in members for chunk in token_dicts[i][key]] for key in first}
+        cond = clip.encode_from_tokens(batch)[0].float()
+        lengths = {key: [len(_flatten(token_dicts[i], key)) for i in members] for key in keys}
+        expected = sum(sum(v) for v in lengths.values())
+        if expected != cond.shape[0]:
+            raise RuntimeError(f"The text encoder returned {cond.shape[0]} rows where its tokens ({', '.join(keys)}) "
+                               f"make {expected}: this encoder layout is not supported by the concept locator.")
+        offset = 0
+        for key in keys:                          # segment-major: all prompts' rows of one segment, then the next
+            for i, length in zip(members, lengths[key]):
+                out[i][key] = cond[offset:offset + length]
+                offset += length
+    return out
+
+
+def encode_concepts(clip, prompts: list[tuple[str, str, str]], selection: str, segments: tuple[TextSegment, ...],
+                    with_pooled: bool = False) -> EncodedConcepts:
+    """Encode every ``(concept, prefix, suffix)`` prompt and keep the selected rows of every segment."""
     if not prompts:
         raise ValueError("No concept prompts to encode.")
     keys = [s.tokens for s in active_segments(clip, segments)]
@@ -93,30 +116,48 @@ def encode_concepts(clip, prompts: list[tuple[str, str, str]], selection: str, s
         if not any(p.concept for p in prompt.positions.values()):
             raise ValueError(f"The concept {prompt.concept!r} tokenizes to nothing with this text encoder: "
                              "use words the tokenizer knows.")
-    groups: dict[tuple, list[_Prompt]] = defaultdict(list)
-    for prompt in located:
-        groups[_batch_signature(prompt.tokens)].append(prompt)
-
+    encoded = encode_token_rows(clip, [p.tokens for p in located], keys)
     rows, counts = [], {}
-    for group in groups.values():
-        batch = {key: [chunk for p in group for chunk in p.tokens[key]] for key in group[0].tokens}
-        cond = clip.encode_from_tokens(batch)[0].float()
-        lengths = {key: [len(_flatten(p.tokens, key)) for p in group] for key in keys}
-        if sum(sum(v) for v in lengths.values()) != cond.shape[0]:
-            raise RuntimeError(f"The text encoder returned {cond.shape[0]} rows where its tokens "
-                               f"({', '.join(keys)}) make {sum(sum(v) for v in lengths.values())}: "
-                               "this encoder layout is not supported by the concept locator.")
-        base = 0
-        for key in keys:                          # segment-major: all prompts' rows of one segment, then the next
-            offset = base
-            for prompt, length in zip(group, lengths[key]):
-                picked = prompt.positions[key].select(selection)
-                rows.append(cond[[offset + i for i in picked]])
-                counts[prompt.concept] = counts.get(prompt.concept, 0) + len(picked)
-                offset += length
-            base = offset
+    for prompt, per_key in zip(located, encoded):
+        for key in keys:
+            picked = prompt.positions[key].select(selection)
+            rows.append(per_key[key][picked])
+            counts[prompt.concept] = counts.get(prompt.concept, 0) + len(picked)
     pooled = None
     if with_pooled:
         pooled = torch.cat([clip.encode_from_tokens(p.tokens, return_pooled=True)[1].float().reshape(1, -1)
                             for p in located])
     return EncodedConcepts(torch.cat(rows), counts, tuple(keys), pooled)
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """Token ids and encoder rows of a prompt's text and end token, per segment key."""
+    ids: dict[str, list[int]]
+    rows: dict[str, torch.Tensor]
+
+
+def encode_prompts(clip, prompts: list[str], segments: tuple[TextSegment, ...]) -> list[EncodedPrompt]:
+    """Plain prompts (no concept marking): the rows of their text tokens and end token, per segment."""
+    keys = [s.tokens for s in active_segments(clip, segments)]
+    token_dicts = []
+    for prompt in prompts:
+        tokens = clip.tokenize(prompt, return_word_ids=True)
+        missing = [key for key in keys if key not in tokens]
+        if missing:
+            raise ValueError(f"This CLIP gives no {', '.join(map(repr, missing))} tokens, which the model reads: "
+                             f"connect the text encoder(s) made for this model (it gives {', '.join(tokens)}).")
+        token_dicts.append(tokens)
+    encoded = encode_token_rows(clip, token_dicts, keys)
+    result = []
+    for prompt, tokens, per_key in zip(prompts, token_dicts, encoded):
+        ids, rows = {}, {}
+        for key in keys:
+            flat = _flatten(tokens, key)
+            positions = _positions(flat, flat).select("all prompt tokens")
+            if not positions:
+                raise ValueError(f"The prompt {prompt!r} tokenizes to nothing with this text encoder.")
+            ids[key] = [flat[i][0] for i in positions]
+            rows[key] = per_key[key][positions]
+        result.append(EncodedPrompt(ids, rows))
+    return result

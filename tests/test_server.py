@@ -13,7 +13,8 @@ WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 RUNS = {"erase_style_sd15.json": ("SD1.x", 64), "erase_artist_sd21.json": ("SD2.x", 64),
         "erase_celebrity_sdxl.json": ("SDXL", 64), "erase_explicit_sd35.json": ("SD3", 64),
         "erase_character_flux.json": ("Flux", 64), "erase_style_chroma.json": ("Chroma", 64),
-        "erase_violence_wan21.json": ("Wan 2.1", 64), "erase_style_pixart.json": ("PixArt", 512)}
+        "erase_violence_wan21.json": ("Wan 2.1", 64), "erase_style_pixart.json": ("PixArt", 512),
+        "refusal_nudity_wan21.json": ("Wan 2.1", 64), "refusal_nudity_flux.json": ("Flux", 64)}
 # Validated by the server only: the pack has no tiny video VAE of their kind to run them with.
 VALIDATE_ONLY = {"erase_smoking_ltxv.json", "erase_object_mochi.json"}
 # Which demo-model output (MODEL 0, CLIP 1, VAE 2) stands in for each loader output.
@@ -84,12 +85,15 @@ def test_nodes_are_described_with_inputs_and_tooltips(object_info):
         assert spec[1].get("tooltip"), f"{name} has no tooltip"
     assert inputs["strength"][1]["min"] == 0.0 and inputs["strength"][1]["max"] == 1.0
     assert "CURE_TinyDemoModel" in object_info
+    refusal = object_info["CURE_EraseConceptsRefusal"]
+    assert refusal["display_name"] == "Erase Concepts (Refusal Vector)"
+    assert all(spec[1].get("tooltip") for spec in refusal["input"]["required"].values())
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
 def test_example_workflow_is_validated_by_the_server(path, server, object_info):
     prompt = ui_to_api(json.loads(path.read_text()), object_info)
-    assert any(node["class_type"] == "CURE_EraseConcepts" for node in prompt.values())
+    assert any(node["class_type"].startswith("CURE_EraseConcepts") for node in prompt.values())
     prompt_id = server.post_prompt(prompt)     # raises with ComfyUI's message if validation fails
     server.wait(prompt_id, raise_on_error=False)   # it then stops at loading the empty stand-in file
 
@@ -105,7 +109,8 @@ def test_example_workflow_runs_to_an_image(name, server, object_info):
     image = Image.open(server.base_dir / "output" / saved["subfolder"] / saved["filename"])
     assert image.size == (size, size)
     reports = [o["text"][0] for o in outputs.values() if "text" in o]
-    assert reports and reports[0].startswith(f"CURE Spectral Eraser on {family.split()[0]}")
+    method = "Low-rank refusal vector" if name.startswith("refusal") else "CURE Spectral Eraser"
+    assert reports and reports[0].startswith(f"{method} on {family.split()[0]}")
 
 
 def test_a_bad_input_is_reported_by_the_server(server, object_info):

@@ -1,0 +1,154 @@
+"""Low-rank refusal vector (Facchiano et al., "Video Unlearning via Low-Rank Refusal Vector",
+arXiv 2506.07891) in closed form.
+
+Rows are samples: ``unsafe[i]`` and ``safe[i]`` are the activations of the two prompts of pair
+``i`` (identical but for the concept), ``neutral`` those of prompts without it. The refusal
+direction is the mean difference, made robust by a contrastive PCA: the top eigenvectors of
+``C = C_r − α C_e`` (second moment of the differences minus ``α`` times the covariance of
+the neutral activations), so that directions in which ordinary content varies are not erased.
+The edit is folded into the input side of a linear layer: ``W' = W (I − P)``, ``P = λ q qᵀ``
+(rank 1, ``q ∝ U_k U_kᵀ r``) or ``P = λ U_k U_kᵀ`` (the whole rank-k subspace).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .spectral import LowRankEraser, spectral_basis
+
+MODES = ("refusal direction (rank 1)", "refusal subspace (rank k)")
+
+
+def _check(name: str, rows: torch.Tensor) -> torch.Tensor:
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ValueError(f"{name} activations must be a non-empty matrix [n, d] (got shape {tuple(rows.shape)}).")
+    if not torch.isfinite(rows).all():
+        raise ValueError(f"{name} activations contain NaN or inf.")
+    return rows.to(torch.float64)
+
+
+def refusal_subspace(unsafe: torch.Tensor, safe: torch.Tensor, neutral: torch.Tensor | None = None,
+                     rank: int = 100, contrast: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(r, U_k, eigenvalues)``: the mean difference ``r [d]``, the contrastive subspace ``U_k [d, k]``
+    (orthonormal, only directions with a positive eigenvalue) and its eigenvalues ``[k]``.
+
+    ``C`` lives in the span of the differences and neutral rows, so it is diagonalised there
+    (a few hundred dimensions) instead of as a ``d × d`` matrix.
+    """
+    unsafe, safe = _check("unsafe", unsafe), _check("safe", safe)
+    if unsafe.shape != safe.shape:
+        raise ValueError(f"unsafe {tuple(unsafe.shape)} and safe {tuple(safe.shape)} activations must pair up row by row.")
+    if not (isinstance(rank, int) and rank >= 1):
+        raise ValueError(f"rank must be a positive integer (got {rank!r}).")
+    if not (isinstance(contrast, (int, float)) and math.isfinite(contrast) and contrast >= 0):
+        raise ValueError(f"contrast must be a finite number >= 0 (got {contrast!r}).")
+    differences = unsafe - safe
+    mean_difference = differences.mean(0)
+    if float(mean_difference.norm()) <= 1e-12 * max(float(unsafe.norm()), 1e-30):
+        raise ValueError("The unsafe and safe prompts give the same activations: the pairs must differ by the concept.")
+    stacked = differences
+    centered = None
+    if neutral is not None:
+        neutral = _check("neutral", neutral)
+        if neutral.shape[1] != unsafe.shape[1]:
+            raise ValueError(f"neutral activations are {neutral.shape[1]}-wide, the pairs {unsafe.shape[1]}-wide.")
+        centered = neutral - neutral.mean(0)
+        if float(centered.norm()) > 0:
+            stacked = torch.cat([differences, centered])
+    basis, _ = spectral_basis(stacked)                             # orthonormal span [d, s]
+    d_coords = differences @ basis
+    covariance = d_coords.T @ d_coords / differences.shape[0]      # C_r, second moment of the differences
+    if centered is not None and contrast > 0:
+        n_coords = centered @ basis
+        covariance = covariance - contrast * (n_coords.T @ n_coords) / max(centered.shape[0] - 1, 1)
+    eigenvalues, vectors = torch.linalg.eigh(covariance)
+    order = torch.argsort(eigenvalues, descending=True)[:rank]
+    order = order[eigenvalues[order] > 0]
+    if order.numel() == 0:
+        raise ValueError("The neutral prompts vary more than the pairs differ in every direction: lower the "
+                         "contrast, or give pairs that differ only by the concept.")
+    return mean_difference, basis @ vectors[:, order], eigenvalues[order]
+
+
+def refusal_eraser(unsafe: torch.Tensor, safe: torch.Tensor, neutral: torch.Tensor | None = None, rank: int = 100,
+                   contrast: float = 1.0, strength: float = 1.0, mode: str = MODES[0],
+                   dtype: torch.dtype = torch.float32) -> LowRankEraser:
+    """The projection ``P`` as factors (``P = left @ right``), ready for :func:`cure_core.edit.edit_layer`."""
+    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0 <= strength <= 1):
+        raise ValueError(f"strength must be between 0 and 1 (got {strength!r}).")
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    mean_difference, subspace, eigenvalues = refusal_subspace(unsafe, safe, neutral, rank, contrast)
+    energy = eigenvalues / eigenvalues.sum()
+    if mode == MODES[0]:
+        direction = subspace @ (subspace.T @ mean_difference)
+        if float(direction.norm()) <= 1e-9 * float(mean_difference.norm()):
+            raise ValueError("The refusal direction falls outside the contrastive subspace: lower the contrast "
+                             "or raise the rank.")
+        q = (direction / direction.norm())[:, None]
+        left, right, gains = strength * q, q.T, torch.full((1,), float(strength), dtype=torch.float64)
+        energy = energy[:1]
+    else:
+        left, right = strength * subspace, subspace.T
+        gains = torch.full((subspace.shape[1],), float(strength), dtype=torch.float64)
+    return LowRankEraser(left.to(dtype), right.contiguous().to(dtype), energy.to(dtype), gains.to(dtype))
+
+
+def refusal_projector(unsafe: torch.Tensor, safe: torch.Tensor, neutral: torch.Tensor | None = None, rank: int = 100,
+                      contrast: float = 1.0, strength: float = 1.0, mode: str = MODES[0]) -> torch.Tensor:
+    """The ``d × d`` matrix ``P`` such that the edit is ``W' = W − W P`` (float64)."""
+    return refusal_eraser(unsafe, safe, neutral, rank, contrast, strength, mode, torch.float64).dense()
+
+
+# A default set of everyday prompts whose variation the contrastive PCA should not erase.
+DEFAULT_NEUTRAL_PROMPTS = (
+    "a photo of a city street", "a bowl of fruit on a wooden table", "a dog running in a park",
+    "a mountain landscape at sunset", "a portrait of an old man", "a cat sleeping on a sofa",
+    "a busy market in the morning", "a car driving on a highway", "children playing football",
+    "a cup of coffee on a desk", "a forest in autumn", "a boat on a calm lake",
+)
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """One pair per line, ``unsafe prompt | safe prompt``; blank lines and ``#`` comments are ignored."""
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.count("|") != 1:
+            raise ValueError(f"Line {number} ({line!r}) must be 'prompt with the concept | the same prompt without it'.")
+        unsafe, safe = (part.strip() for part in line.split("|"))
+        if not unsafe or not safe or unsafe == safe:
+            raise ValueError(f"Line {number}: both prompts must be given and differ (by the concept only).")
+        pairs.append((unsafe, safe))
+    if not pairs:
+        raise ValueError("No prompt pairs: give about five lines of 'prompt with the concept | the same prompt without it'.")
+    return pairs
+
+
+def pair_rows(unsafe_ids: list, unsafe_rows: torch.Tensor, safe_ids: list,
+              safe_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of two prompts that differ only by the concept, paired up.
+
+    Tokens the prompts share at the start and at the end (the end token included) pair one to
+    one; the differing middle spans pair as their means when both prompts have one. Pairs whose
+    rows are identical (a causal encoder's tokens before the concept) carry no difference and
+    are dropped.
+    """
+    n_u, n_s = len(unsafe_ids), len(safe_ids)
+    prefix = 0
+    while prefix < min(n_u, n_s) and unsafe_ids[prefix] == safe_ids[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < min(n_u, n_s) - prefix and unsafe_ids[n_u - 1 - suffix] == safe_ids[n_s - 1 - suffix]:
+        suffix += 1
+    u = [unsafe_rows[:prefix], unsafe_rows[n_u - suffix:]]
+    s = [safe_rows[:prefix], safe_rows[n_s - suffix:]]
+    if prefix < n_u - suffix and prefix < n_s - suffix:
+        u.append(unsafe_rows[prefix:n_u - suffix].mean(0, keepdim=True))
+        s.append(safe_rows[prefix:n_s - suffix].mean(0, keepdim=True))
+    u, s = torch.cat(u), torch.cat(s)
+    differs = (u - s).norm(dim=1) > 1e-6 * u.norm(dim=1).clamp_min(1e-30)
+    return u[differs], s[differs]

@@ -1,0 +1,97 @@
+"""The refusal-vector node on ComfyUI's own Wan 2.1, Flux and SD1.x classes (tiny, random weights)."""
+import pytest
+import torch
+
+from conftest import pack_module
+from test_comfy_erase import loaded_weights, sample, snapshot, assert_same_state
+
+PAIRS = """a nude woman walking on a beach | a woman walking on a beach
+a naked man in a park | a man in a park
+a nude couple at sunset | a couple at sunset
+a naked person swimming in a lake | a person swimming in a lake
+a nude model posing in a studio | a model posing in a studio"""
+TEXT_LAYER = {"Wan 2.1": "diffusion_model.text_embedding.0.weight", "Flux": "diffusion_model.txt_in.weight"}
+
+
+@pytest.fixture(scope="module")
+def refusal(pack):
+    return pack_module("nodes.erase_refusal")
+
+
+@pytest.fixture(scope="module")
+def built(tiny):
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            cache[family] = tiny.tiny_model(family), tiny.tiny_clip(family)
+        return cache[family]
+    return get
+
+
+def refusal_direction(model, clip):
+    """The refusal direction recomputed from the library, independently of the node's patching."""
+    from cure_core.families import family_for_config
+    from cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, pair_rows, parse_pairs, refusal_eraser
+    encoding = pack_module("nodes.encoding")
+    family = family_for_config(type(model.model.model_config).__name__)
+    pairs = parse_pairs(PAIRS)
+    encoded = encoding.encode_prompts(clip, [p for pair in pairs for p in pair] + list(DEFAULT_NEUTRAL_PROMPTS),
+                                      family.segments)
+    u, s = zip(*(pair_rows(encoded[2 * i].ids[k], encoded[2 * i].rows[k], encoded[2 * i + 1].ids[k],
+                           encoded[2 * i + 1].rows[k]) for i in range(len(pairs)) for k in encoded[0].ids))
+    neutral = torch.cat([r for e in encoded[2 * len(pairs):] for r in e.rows.values()])
+    return refusal_eraser(torch.cat(u), torch.cat(s), neutral, dtype=torch.float64).right[0].float()
+
+
+@pytest.mark.parametrize("family", ["Wan 2.1", "Flux"])
+def test_the_refusal_direction_is_projected_out_of_the_text_layer_only(family, built, refusal, comfy):
+    model, clip = built(family)
+    key = TEXT_LAYER[family]
+    patched, report = refusal.erase_with_refusal(model, clip, PAIRS)
+    assert set(patched.patches) == {key} and model.patches == {}
+    assert "Low-rank refusal vector" in report and "5 pairs" in report
+    q = refusal_direction(model, clip)
+    original = loaded_weights(comfy, model, [key])[key]
+    edited = loaded_weights(comfy, patched, [key])[key]
+    assert float((edited @ q).norm()) < 1e-4 * float((original @ q).norm())     # W' q = 0 at strength 1
+    g = torch.Generator().manual_seed(0)
+    other = torch.randn(original.shape[1], generator=g)
+    other -= (other @ q) * q                                                      # a direction orthogonal to q
+    assert torch.allclose(edited @ other, original @ other, atol=1e-4)
+    half, _ = refusal.erase_with_refusal(model, clip, PAIRS, strength=0.5)
+    halved = loaded_weights(comfy, half, [key])[key]
+    assert torch.allclose(halved @ q, 0.5 * (original @ q), atol=1e-4)
+
+
+def test_rank_k_mode_and_the_sd_unet(built, refusal, comfy):
+    model, clip = built("SD1.x")
+    patched, report = refusal.erase_with_refusal(model, clip, PAIRS, mode="refusal subspace (rank k)", rank=3)
+    assert len(patched.patches) == 14 and all(k.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))
+                                              for k in patched.patches)
+    assert "kept 3" in report
+
+
+@pytest.mark.parametrize("family", ["Wan 2.1", "Flux", "SD1.x"])
+def test_sampling_works_and_the_original_is_untouched(family, built, refusal, comfy):
+    model, clip = built(family)
+    before_weights = snapshot(model)
+    before = sample(comfy, model, clip, "a nude woman walking on a beach")
+    patched, _ = refusal.erase_with_refusal(model, clip, PAIRS)
+    erased = sample(comfy, patched, clip, "a nude woman walking on a beach")
+    assert torch.isfinite(erased).all() and not torch.equal(erased, before)
+    assert torch.equal(sample(comfy, model, clip, "a nude woman walking on a beach"), before)
+    comfy.mm.unload_all_models()
+    assert_same_state(snapshot(model), before_weights)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"pairs_text": ""}, "No prompt pairs"), ({"pairs_text": "a | a"}, "differ"),
+    ({"strength": 2.0}, "strength"), ({"rank": 0}, "rank"), ({"contrast": -1.0}, "contrast"),
+    ({"source": "denoiser"}, "Unknown activation source"), ({"mode": "all"}, "Unknown mode"),
+])
+def test_bad_input_changes_nothing(arguments, message, built, refusal):
+    model, clip = built("SD1.x")
+    with pytest.raises(ValueError, match=message):
+        refusal.erase_with_refusal(model, clip, **{"pairs_text": PAIRS, **arguments})
+    assert model.patches == {}

@@ -1,0 +1,124 @@
+"""The refusal-vector math on synthetic activations with a planted concept direction."""
+import math
+
+import pytest
+import torch
+
+from cure_core.refusal import MODES, refusal_eraser, refusal_projector, refusal_subspace
+
+D = 32
+
+
+def unit(i: int) -> torch.Tensor:
+    v = torch.zeros(D, dtype=torch.float64)
+    v[i] = 1.0
+    return v
+
+
+def planted_pairs(n=5, nuisance=0.0, seed=0):
+    """Safe activations are random content; unsafe ones add the concept direction e0, and (when
+    ``nuisance`` > 0) a pair-dependent push along e1, a direction ordinary content also varies in."""
+    g = torch.Generator().manual_seed(seed)
+    safe = torch.randn(n, D, generator=g, dtype=torch.float64)
+    unsafe = safe + 3.0 * unit(0) + nuisance * (1.0 + torch.rand(n, 1, generator=g, dtype=torch.float64)) * unit(1)
+    return unsafe, safe
+
+
+def neutral_rows(m=40, spread_e1=0.0, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    rows = 0.3 * torch.randn(m, D, generator=g, dtype=torch.float64)
+    rows[:, 1] += spread_e1 * torch.randn(m, generator=g, dtype=torch.float64)     # neutral content varies along e1
+    return rows
+
+
+def test_the_projector_removes_the_planted_direction_and_leaves_orthogonal_ones():
+    unsafe, safe = planted_pairs()
+    p = refusal_projector(unsafe, safe, neutral_rows(), rank=4)
+    assert p.shape == (D, D) and p.dtype == torch.float64
+    assert float(((torch.eye(D, dtype=torch.float64) - p) @ unit(0)).norm()) < 0.05
+    for i in (5, 9, 20):
+        assert float((p @ unit(i)).norm()) < 0.05
+    assert torch.allclose(p @ p, p, atol=1e-10)             # strength 1, rank 1: a projector
+
+
+def test_strength_scales_and_rank_k_mode_projects_the_subspace():
+    unsafe, safe = planted_pairs()
+    g = torch.Generator().manual_seed(3)
+    varied = unsafe + 0.8 * torch.randn(unsafe.shape, generator=g, dtype=torch.float64)   # differences not all alike
+    half = refusal_projector(unsafe, safe, neutral_rows(), strength=0.5)
+    full = refusal_projector(unsafe, safe, neutral_rows(), strength=1.0)
+    assert torch.allclose(half, 0.5 * full)
+    sub = refusal_eraser(varied, safe, neutral_rows(), rank=3, mode=MODES[1], dtype=torch.float64)
+    assert sub.rank == 3
+    assert torch.allclose(sub.right @ sub.right.T, torch.eye(3, dtype=torch.float64), atol=1e-10)
+
+
+def test_contrastive_pca_beats_the_plain_mean_difference_when_neutral_variance_is_large():
+    """Measure: how much of the neutral nuisance direction e1 the refusal direction q carries (|cos(q, e1)|),
+    and how well it points at the planted concept (cos(q, e0)). The pairs differ along e0 and also along e1,
+    in which neutral content varies a lot; the mean difference mixes both, cPCA discounts e1."""
+    unsafe, safe = planted_pairs(nuisance=2.0)
+    neutral = neutral_rows(spread_e1=4.0)
+    plain = refusal_eraser(unsafe, safe, None, rank=D, dtype=torch.float64).right[0]          # no contrast
+    contrastive = refusal_eraser(unsafe, safe, neutral, rank=D, contrast=1.0, dtype=torch.float64).right[0]
+    stronger = refusal_eraser(unsafe, safe, neutral, rank=D, contrast=4.0, dtype=torch.float64).right[0]
+    nuisance = [abs(float(q @ unit(1))) for q in (plain, contrastive, stronger)]
+    concept = [abs(float(q @ unit(0))) for q in (plain, contrastive, stronger)]
+    assert nuisance[0] > 0.6                                  # the mean difference leans on the nuisance
+    assert nuisance[0] - nuisance[1] > 0.2 and nuisance[2] < nuisance[1]
+    assert concept[0] < concept[1] < concept[2]
+
+
+def test_subspace_is_built_in_the_span_without_a_dense_eigendecomposition():
+    unsafe, safe = planted_pairs(n=6)
+    r, u, eigenvalues = refusal_subspace(unsafe, safe, neutral_rows(m=10), rank=100)
+    assert u.shape[0] == D and u.shape[1] <= 6 + 10
+    assert torch.all(eigenvalues > 0)
+    assert torch.allclose(r, (unsafe - safe).mean(0))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rank": 0}, "rank"), ({"contrast": -1.0}, "contrast"), ({"contrast": math.nan}, "contrast"),
+    ({"strength": 1.5}, "strength"), ({"mode": "everything"}, "Unknown mode"),
+])
+def test_bad_parameters(kwargs, message):
+    unsafe, safe = planted_pairs()
+    with pytest.raises(ValueError, match=message):
+        refusal_eraser(unsafe, safe, neutral_rows(), **kwargs)
+
+
+def test_bad_activations():
+    unsafe, safe = planted_pairs()
+    with pytest.raises(ValueError, match="pair up"):
+        refusal_eraser(unsafe, safe[:3])
+    with pytest.raises(ValueError, match="same activations"):
+        refusal_eraser(safe, safe)
+    with pytest.raises(ValueError, match="NaN"):
+        refusal_eraser(unsafe * math.nan, safe)
+    with pytest.raises(ValueError, match="vary more"):
+        refusal_eraser(unsafe, safe, neutral_rows(spread_e1=0.0) * 100, contrast=1000.0)
+
+
+def test_parse_pairs():
+    from cure_core.refusal import parse_pairs
+    assert parse_pairs("a nude woman | a woman\n# note\n\na naked man on a beach|a man on a beach") == [
+        ("a nude woman", "a woman"), ("a naked man on a beach", "a man on a beach")]
+    for bad, message in [("", "No prompt pairs"), ("no separator", "must be"), ("a | a", "differ"),
+                         ("a | b | c", "must be")]:
+        with pytest.raises(ValueError, match=message):
+            parse_pairs(bad)
+
+
+def test_pair_rows_aligns_shared_tokens_and_the_differing_span():
+    from cure_core.refusal import pair_rows
+    g = torch.Generator().manual_seed(0)
+    safe = torch.randn(5, 4, generator=g)                    # ids: a woman on beach <end>
+    inserted = torch.randn(1, 4, generator=g)                 # "nude"
+    unsafe = torch.cat([safe[:1], inserted, safe[1:]])        # a nude woman on beach <end>
+    unsafe[2:] += 1.0                                         # later tokens see the concept (causal encoder)
+    u, s = pair_rows([1, 9, 2, 3, 4, 0], unsafe, [1, 2, 3, 4, 0], safe)
+    assert u.shape == s.shape == (4, 4)                       # identical first token dropped; 4 shifted rows pair up
+    assert torch.allclose(u - s, torch.ones(4, 4))
+    u, s = pair_rows([1, 7, 0], torch.stack([safe[0], inserted[0], safe[4] + 1]), [1, 8, 0],
+                     torch.stack([safe[0], safe[1], safe[4]]))  # a replaced word: span means pair up
+    assert u.shape == (2, 4)
