@@ -6,6 +6,7 @@ Prints, per family (SD1.5, SDXL, SD3.5 Large, Flux.1-dev, Wan 2.1 14B) and devic
               stand in (Wan's umT5 tokenizer does not ship with ComfyUI: a small one is trained on the fly)
   * edit    - the edit itself: projector factors + per-layer patch factors (encoding excluded)
   * patch   - clone + add_patches on the ComfyUI MODEL
+  * refusal - the refusal-vector edit from text embeddings (cPCA + factors; encoding excluded)
   * node    - the whole node (encode + edit + patch), as a sampler graph runs it
   * memory  - what the patches hold (unique tensors)
   * step    - one denoiser evaluation with and without the patch, once loaded (needs --sampling;
@@ -172,6 +173,21 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
 
     t_edit, spread_edit, _ = timed(build_edit, device, repeats)
 
+    # The refusal vector's edit from text embeddings: 5 pairs (86 paired rows, as Wan's encoder gives them)
+    # and 12 neutral prompts (280 rows); random rows of the layer's width, encoding excluded.
+    refusal = pack_module("cure_core.refusal")
+    g = torch.Generator().manual_seed(1)
+    width = next(iter(weights.values())).shape[1]
+    safe = torch.randn(86, width, generator=g).to(device)
+    unsafe = safe + torch.randn(86, width, generator=g).to(device) * 0.3 + torch.randn(width, generator=g).to(device)
+    neutral = torch.randn(280, width, generator=g).to(device)
+
+    def build_refusal_edit():
+        eraser = refusal.refusal_eraser(unsafe, safe, neutral, rank=100, contrast=1.0)
+        return [eraser.weight_update(w) for w in weights.values()]
+
+    t_refusal, spread_refusal, _ = timed(build_refusal_edit, device, repeats)
+
     edits = edit.edit_layers(weights, spectral.low_rank_eraser(forget_rows, retain_rows, 2.0, 2.0),
                              forget_rows, retain_rows)
     t_patch, spread_patch, patched = timed(lambda: patching.patched_clone(model, edits, 1.0), device, repeats)
@@ -186,6 +202,7 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
               "per set stand in")
     row("edit: projector + patch factors", t_edit, spread_edit)
     row("patch: clone + add_patches", t_patch, spread_patch)
+    row("refusal vector edit (text source, k=100)", t_refusal, spread_refusal)
     if encode_for_real:
         t_node, spread_node, (patched, _) = timed(
             lambda: erase_cure.erase_concepts(model, clip, FORGET, RETAIN), device, repeats)
