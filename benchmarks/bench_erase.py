@@ -6,7 +6,10 @@ Prints, per family (SD1.5, SDXL, SD3.5 Large, Flux.1-dev, Wan 2.1 14B) and devic
               stand in (Wan's umT5 tokenizer does not ship with ComfyUI: a small one is trained on the fly)
   * edit    - the edit itself: projector factors + per-layer patch factors (encoding excluded)
   * patch   - clone + add_patches on the ComfyUI MODEL
-  * refusal - the refusal-vector edit from text embeddings (cPCA + factors; encoding excluded)
+  * refusal - the refusal-vector edit from text embeddings (cPCA + factors; encoding excluded), and
+              from denoiser activations (* random activations of the captured size: 20 pairs-x-steps
+              rows and 48 neutral rows per layer, random draws included; capturing them needs the
+              full denoiser)
   * node    - the whole node (encode + edit + patch), as a sampler graph runs it
   * memory  - what the patches hold (unique tensors)
   * step    - one denoiser evaluation with and without the patch, once loaded (needs --sampling;
@@ -91,7 +94,8 @@ def build_model(family: str, device: torch.device, dtype: torch.dtype, full: boo
         tiny.randomize(model.diffusion_model, seed=0)
     else:
         family_spec = families.family_for_config(type(config).__name__)
-        keys = family_spec.text_layer_keys(model.state_dict().keys())
+        keys = (family_spec.text_layer_keys(model.state_dict().keys())
+                + family_spec.denoiser_layer_keys(model.state_dict().keys(), 2))
         generator = torch.Generator().manual_seed(0)
         for key in keys:
             shape = comfy.utils.get_attr(model, key).shape
@@ -188,6 +192,24 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
 
     t_refusal, spread_refusal, _ = timed(build_refusal_edit, device, repeats)
 
+    # The refusal vector from denoiser activations: the 2 last blocks' attention output projections,
+    # 5 pairs and 12 neutral prompts x 4 steps of token-averaged inputs (random here; capturing them means running the
+    # full denoiser, which this benchmark does not build).
+    denoiser_weights = {k: patching.effective_weight(model, k)
+                        for k in family_spec.denoiser_layer_keys(model.model.state_dict().keys(), 2)}
+
+    def build_denoiser_edit():
+        out = []
+        for w in denoiser_weights.values():
+            d = w.shape[1]
+            safe_a = torch.randn(20, d, generator=g).to(device)
+            unsafe_a = safe_a + torch.randn(20, d, generator=g).to(device) * 0.3 + torch.randn(d, generator=g).to(device)
+            eraser = refusal.refusal_eraser(unsafe_a, safe_a, torch.randn(48, d, generator=g).to(device))
+            out.append(eraser.weight_update(w))
+        return out
+
+    t_denoiser, spread_denoiser, _ = timed(build_denoiser_edit, device, repeats)
+
     edits = edit.edit_layers(weights, spectral.low_rank_eraser(forget_rows, retain_rows, 2.0, 2.0),
                              forget_rows, retain_rows)
     t_patch, spread_patch, patched = timed(lambda: patching.patched_clone(model, edits, 1.0), device, repeats)
@@ -203,6 +225,7 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
     row("edit: projector + patch factors", t_edit, spread_edit)
     row("patch: clone + add_patches", t_patch, spread_patch)
     row("refusal vector edit (text source, k=100)", t_refusal, spread_refusal)
+    row(f"refusal edit (denoiser source, {len(denoiser_weights)} layers)*", t_denoiser, spread_denoiser)
     if encode_for_real:
         t_node, spread_node, (patched, _) = timed(
             lambda: erase_cure.erase_concepts(model, clip, FORGET, RETAIN), device, repeats)

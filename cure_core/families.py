@@ -24,6 +24,9 @@ _UNET_LAYERS = {
     VALUES_ONLY: r"^diffusion_model\..*\.attn2\.to_v\.weight$",
 }
 
+_UNET_CROSS_OUT = r"^diffusion_model\..*\.attn2\.to_out\.0\.weight$"
+_FLUX_IMG_ATTN_OUT = r"^diffusion_model\.double_blocks\.\d+\.img_attn\.proj\.weight$"
+
 
 @dataclass(frozen=True)
 class TextSegment:
@@ -52,6 +55,16 @@ class Family:
     segments: tuple[TextSegment, ...]      # rows of the encoder output, in order
     layer_patterns: dict[str, str]
     pooled: PooledPath | None = None
+    # Refusal vector from denoiser activations: the output projections of the attention that brings
+    # the text into the image/video stream; the last blocks' are edited (the paper: late blocks).
+    denoiser_pattern: str | None = None
+
+    def denoiser_layer_keys(self, state_dict_keys, blocks: int = 2) -> list[str]:
+        """The last ``blocks`` layers (in state-dict order, i.e. depth order) for the denoiser source."""
+        if self.denoiser_pattern is None:
+            raise ValueError(f"The denoiser-activation source is not available for {self.name}.")
+        pattern = re.compile(self.denoiser_pattern)
+        return [k for k in state_dict_keys if pattern.match(k)][-blocks:]
 
     def text_layer_keys(self, state_dict_keys, layers: str = ALL_TEXT_LAYERS) -> list[str]:
         """The weight keys that read the per-token text embeddings, in state-dict order."""
@@ -69,50 +82,55 @@ def _single_layer(key: str) -> dict[str, str]:
 FAMILIES: tuple[Family, ...] = (
     Family("SD1.x", ("SD15", "SD15_instructpix2pix"),
            encoder="CLIP ViT-L/14 token embeddings (last layer, or the one CLIPSetLastLayer picks)",
-           segments=(TextSegment("l"),), layer_patterns=_UNET_LAYERS),
+           segments=(TextSegment("l"),), layer_patterns=_UNET_LAYERS, denoiser_pattern=_UNET_CROSS_OUT),
     Family("SD2.x", ("SD20", "SD21UnclipL", "SD21UnclipH", "LotusD"),
            encoder="OpenCLIP ViT-H/14 token embeddings (penultimate layer)",
-           segments=(TextSegment("h"),), layer_patterns=_UNET_LAYERS),
+           segments=(TextSegment("h"),), layer_patterns=_UNET_LAYERS, denoiser_pattern=_UNET_CROSS_OUT),
     Family("SDXL", ("SDXL", "SSD1B", "Segmind_Vega", "KOALA_700M", "KOALA_1B", "SDXL_instructpix2pix"),
            encoder="CLIP-L ⊕ CLIP-G token embeddings (2048 wide)",
            segments=(TextSegment("g"),), layer_patterns=_UNET_LAYERS,
-           pooled=PooledPath("diffusion_model.label_emb.0.0.weight")),
+           pooled=PooledPath("diffusion_model.label_emb.0.0.weight"), denoiser_pattern=_UNET_CROSS_OUT),
     Family("SDXL Refiner", ("SDXLRefiner",),
            encoder="CLIP-G token embeddings (1280 wide)",
            segments=(TextSegment("g"),), layer_patterns=_UNET_LAYERS,
-           pooled=PooledPath("diffusion_model.label_emb.0.0.weight")),
+           pooled=PooledPath("diffusion_model.label_emb.0.0.weight"), denoiser_pattern=_UNET_CROSS_OUT),
     Family("SD3", ("SD3",),
            encoder="77 CLIP-L ⊕ CLIP-G rows (zero-padded to 4096) followed by the T5-XXL rows",
            segments=(TextSegment("l", ("clip_l", "clip_g")), TextSegment("t5xxl", ("t5xxl",))),
            layer_patterns=_single_layer("diffusion_model.context_embedder.weight"),
-           pooled=PooledPath("diffusion_model.y_embedder.mlp.0.weight")),
+           pooled=PooledPath("diffusion_model.y_embedder.mlp.0.weight"),
+           denoiser_pattern=r"^diffusion_model\.joint_blocks\.\d+\.x_block\.attn\.proj\.weight$"),
     Family("Flux", ("Flux", "FluxInpaint", "FluxSchnell"),
            encoder="T5-XXL token embeddings (4096 wide); CLIP-L pooled for vector_in",
            segments=(TextSegment("t5xxl"),),
            layer_patterns=_single_layer("diffusion_model.txt_in.weight"),
-           pooled=PooledPath("diffusion_model.vector_in.in_layer.weight")),
+           pooled=PooledPath("diffusion_model.vector_in.in_layer.weight"), denoiser_pattern=_FLUX_IMG_ATTN_OUT),
     Family("Chroma", ("Chroma", "ChromaRadiance"),
            encoder="T5-XXL token embeddings (4096 wide)",
            segments=(TextSegment("t5xxl"),),
-           layer_patterns=_single_layer("diffusion_model.txt_in.weight")),
+           layer_patterns=_single_layer("diffusion_model.txt_in.weight"), denoiser_pattern=_FLUX_IMG_ATTN_OUT),
     Family("Wan 2.1 / 2.2", ("WAN21_T2V", "WAN21_I2V", "WAN21_FunControl2V", "WAN21_Camera", "WAN22_Camera",
                              "WAN21_Vace", "WAN22_T2V"),
            encoder="umT5-XXL token embeddings (4096 wide, 512 rows, zero after the end token)",
            segments=(TextSegment("umt5xxl"),),
-           layer_patterns=_single_layer("diffusion_model.text_embedding.0.weight")),
+           layer_patterns=_single_layer("diffusion_model.text_embedding.0.weight"),
+           denoiser_pattern=r"^diffusion_model\.blocks\.\d+\.cross_attn\.o\.weight$"),
     Family("LTX-Video", ("LTXV",),
            encoder="T5-XXL token embeddings (4096 wide, 128 rows)",
            segments=(TextSegment("t5xxl"),),
-           layer_patterns=_single_layer("diffusion_model.caption_projection.linear_1.weight")),
+           layer_patterns=_single_layer("diffusion_model.caption_projection.linear_1.weight"),
+           denoiser_pattern=r"^diffusion_model\.transformer_blocks\.\d+\.attn2\.to_out\.0\.weight$"),
     Family("Mochi", ("GenmoMochi",),
            encoder="T5-XXL token embeddings (4096 wide, 256 rows); the attention pool reads them and their mean",
            segments=(TextSegment("t5xxl"),),
            layer_patterns={ALL_TEXT_LAYERS: r"^diffusion_model\.(t5_yproj|t5_y_embedder\.to_kv|t5_y_embedder\.to_q)"
-                                            r"\.weight$"}),
+                                            r"\.weight$"},
+           denoiser_pattern=r"^diffusion_model\.blocks\.\d+\.attn\.proj_x\.weight$"),
     Family("PixArt", ("PixArtAlpha", "PixArtSigma"),
            encoder="T5-XXL token embeddings (4096 wide)",
            segments=(TextSegment("t5xxl"),),
-           layer_patterns=_single_layer("diffusion_model.y_embedder.y_proj.fc1.weight")),
+           layer_patterns=_single_layer("diffusion_model.y_embedder.y_proj.fc1.weight"),
+           denoiser_pattern=r"^diffusion_model\.blocks\.\d+\.cross_attn\.proj\.weight$"),
 )
 
 

@@ -9,30 +9,19 @@ from ..cure_core.edit import edit_layer, format_layer_table
 from ..cure_core.families import LAYER_CHOICES
 from ..cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, MODES, pair_rows, parse_pairs, refusal_eraser
 from ..cure_core.concepts import parse_concepts
+from .denoiser_activations import capture_layer_inputs
 from .encoding import encode_prompts
 from .erase_cure import CATEGORY, check_strength, detect_family
 from .patching import effective_weight, patched_clone
 
-# Where the activations come from. Text embeddings work for every family the pack supports.
-SOURCES = ("text embeddings",)
+# Where the activations come from: the text encoder (fast, edits the text-reading layers) or the
+# denoiser itself (the paper's method, edits attention output projections in the last blocks).
+TEXT_SOURCE, DENOISER_SOURCE = "text embeddings", "denoiser activations"
+SOURCES = (TEXT_SOURCE, DENOISER_SOURCE)
 
 
-def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".join(DEFAULT_NEUTRAL_PROMPTS),
-                       rank: int = 100, contrast: float = 1.0, strength: float = 1.0, mode: str = MODES[0],
-                       source: str = SOURCES[0], layers: str = LAYER_CHOICES[0]):
-    """Everything the node does, as a function: returns ``(patched clone, report)``; the input MODEL is untouched."""
-    pairs = parse_pairs(pairs_text)
-    neutral = parse_concepts(neutral_text)
-    strength = check_strength(strength)
-    if source not in SOURCES:
-        raise ValueError(f"Unknown activation source {source!r}; choose one of {', '.join(SOURCES)}.")
-    if mode not in MODES:
-        raise ValueError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
-    family = detect_family(model)
-    keys = family.text_layer_keys(model.model.state_dict().keys(), layers)
-    if not keys:
-        raise ValueError(f"No text-reading layers found in this {family.name} model: is it a complete checkpoint?")
-
+def _text_rows(model, clip, family, pairs, neutral):
+    """Per text-reading layer key: (unsafe rows, safe rows, neutral rows or None), shared by all of them."""
     prompts = [p for pair in pairs for p in pair] + neutral
     encoded = encode_prompts(clip, prompts, family.segments)
     unsafe_rows, safe_rows = [], []
@@ -42,31 +31,80 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
             u, s = pair_rows(unsafe.ids[key], unsafe.rows[key], safe.ids[key], safe.rows[key])
             unsafe_rows.append(u)
             safe_rows.append(s)
-    unsafe_rows, safe_rows = torch.cat(unsafe_rows), torch.cat(safe_rows)
-    neutral_rows = (torch.cat([r for e in encoded[2 * len(pairs):] for r in e.rows.values()]) if neutral else None)
-    reference = comfy.utils.get_attr(model.model, keys[0])
-    if unsafe_rows.shape[1] != reference.shape[1]:
-        raise ValueError(f"The CLIP gives {unsafe_rows.shape[1]}-wide embeddings but this {family.name} model reads "
-                         f"{reference.shape[1]}-wide ones: connect the CLIP that belongs to this model.")
-    device = reference.device
-    eraser = refusal_eraser(unsafe_rows.to(device), safe_rows.to(device),
-                            None if neutral_rows is None else neutral_rows.to(device), rank, contrast, strength, mode)
-    # The edit's strength is inside the eraser (P = λ q qᵀ), so the patch goes on at strength 1.
-    differences = (unsafe_rows - safe_rows).to(device)          # what the concept adds: the edit's target
-    neutral_on_device = None if neutral_rows is None else neutral_rows.to(device)
-    progress = comfy.utils.ProgressBar(len(keys))
-    edits = []
+    neutral_rows = torch.cat([r for e in encoded[2 * len(pairs):] for r in e.rows.values()]) if neutral else None
+    return torch.cat(unsafe_rows), torch.cat(safe_rows), neutral_rows
+
+
+def _denoiser_rows(model, clip, keys, pairs, neutral, steps, size):
+    """Per denoiser layer key: (unsafe rows, safe rows, neutral rows or None), one row per prompt and step."""
+    prompts = [p for pair in pairs for p in pair] + neutral
+    conditionings = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
+    captured = capture_layer_inputs(model, conditionings, keys, steps, size)
+    rows = {}
     for key in keys:
-        edits.append(edit_layer(key, effective_weight(model, key), eraser, differences, neutral_on_device))
+        unsafe = torch.cat([captured[2 * i][key] for i in range(len(pairs))])
+        safe = torch.cat([captured[2 * i + 1][key] for i in range(len(pairs))])
+        neutral_rows = torch.cat([c[key] for c in captured[2 * len(pairs):]]) if neutral else None
+        rows[key] = (unsafe, safe, neutral_rows)
+    return rows
+
+
+def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".join(DEFAULT_NEUTRAL_PROMPTS),
+                       rank: int = 100, contrast: float = 1.0, strength: float = 1.0, mode: str = MODES[0],
+                       source: str = TEXT_SOURCE, layers: str = LAYER_CHOICES[0], denoiser_blocks: int = 2,
+                       denoiser_steps: int = 4, denoiser_size: int = 16):
+    """Everything the node does, as a function: returns ``(patched clone, report)``; the input MODEL is untouched."""
+    pairs = parse_pairs(pairs_text)
+    neutral = parse_concepts(neutral_text)
+    strength = check_strength(strength)
+    if source not in SOURCES:
+        raise ValueError(f"Unknown activation source {source!r}; choose one of {', '.join(SOURCES)}.")
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    family = detect_family(model)
+    state_keys = model.model.state_dict().keys()
+    if source == TEXT_SOURCE:
+        keys = family.text_layer_keys(state_keys, layers)
+    else:
+        if denoiser_blocks < 1:
+            raise ValueError(f"denoiser_blocks must be at least 1 (got {denoiser_blocks}).")
+        keys = family.denoiser_layer_keys(state_keys, denoiser_blocks)
+    if not keys:
+        raise ValueError(f"No layers to edit found in this {family.name} model: is it a complete checkpoint?")
+
+    if source == TEXT_SOURCE:
+        shared = _text_rows(model, clip, family, pairs, neutral)
+        width = comfy.utils.get_attr(model.model, keys[0]).shape[1]
+        if shared[0].shape[1] != width:
+            raise ValueError(f"The CLIP gives {shared[0].shape[1]}-wide embeddings but this {family.name} model reads "
+                             f"{width}-wide ones: connect the CLIP that belongs to this model.")
+        rows = {key: shared for key in keys}
+    else:
+        rows = _denoiser_rows(model, clip, keys, pairs, neutral, denoiser_steps, denoiser_size)
+
+    # The edit's strength is inside the eraser (P = λ q qᵀ), so the patch goes on at strength 1.
+    progress = comfy.utils.ProgressBar(len(keys))
+    edits, kept, n_rows = [], [], []
+    for key in keys:
+        weight = effective_weight(model, key)
+        unsafe, safe, neutral_rows = (None if r is None else r.to(weight.device) for r in rows[key])
+        eraser = refusal_eraser(unsafe, safe, neutral_rows, rank, contrast, strength, mode)
+        # forget = what the concept adds (unsafe − safe): the share of it removed is what the report says
+        edits.append(edit_layer(key, weight, eraser, unsafe - safe, neutral_rows))
+        kept.append(eraser.rank)
+        n_rows.append((len(unsafe), 0 if neutral_rows is None else len(neutral_rows)))
         progress.update(1)
     patched = patched_clone(model, edits, 1.0)
     removed = [e.forget_removed for e in edits]
+    where = (f"text embeddings ({family.encoder})" if source == TEXT_SOURCE else
+             f"denoiser activations ({denoiser_steps} steps at {denoiser_size}x{denoiser_size} latent, "
+             "token-averaged layer inputs)")
     lines = [
         f"Low-rank refusal vector on {family.name} (ComfyUI model type {type(model.model.model_config).__name__})",
-        f"Source: {source} ({family.encoder}); {len(pairs)} pairs -> {len(unsafe_rows)} paired rows; "
-        f"{len(neutral)} neutral prompts -> {0 if neutral_rows is None else len(neutral_rows)} rows",
-        f"Mode: {mode}; rank asked {rank}, kept {eraser.rank}; contrast {contrast:g}; strength {strength:g}",
-        f"Edited {len(edits)} layer{'' if len(edits) == 1 else 's'} ({layers}); share of the concept's effect "
+        f"Source: {where}; {len(pairs)} pairs -> {n_rows[0][0]} paired rows; {len(neutral)} neutral prompts -> "
+        f"{n_rows[0][1]} rows (per layer)",
+        f"Mode: {mode}; rank asked {rank}, kept {min(kept)}-{max(kept)}; contrast {contrast:g}; strength {strength:g}",
+        f"Edited {len(edits)} layer{'' if len(edits) == 1 else 's'}; share of the concept's effect "
         f"(unsafe − safe rows) removed: mean {sum(removed) / len(removed):.2%}; patches hold "
         f"{sum(e.numel for e in edits) * 4 / 2**20:.2f} MiB",
         "Per layer (forget = the unsafe − safe differences, retained = the neutral prompts' rows):",
@@ -110,11 +148,20 @@ class EraseConceptsRefusal(io.ComfyNode):
                                tooltip="Project out the single refusal direction q (in the subspace), or the "
                                        "whole rank-k subspace."),
                 io.Combo.Input("source", options=SOURCES, default=SOURCES[0],
-                               tooltip="Where the activations come from: the text encoder's token embeddings "
-                                       "(fast, any family)."),
+                               tooltip="Where the activations come from: the text encoder's token embeddings (fast; "
+                                       "edits the layers that read the text), or the denoiser itself run for a few "
+                                       "steps on every prompt (the paper's method; edits the attention output "
+                                       "projections of the last blocks)."),
                 io.Combo.Input("layers", options=LAYER_CHOICES, default=LAYER_CHOICES[0],
-                               tooltip="Which layers to edit: every layer that reads the text tokens, or on the "
-                                       "UNets the cross-attention keys or values only."),
+                               tooltip="Text source: which layers to edit, every layer that reads the text tokens "
+                                       "or, on the UNets, the cross-attention keys or values only."),
+                io.Int.Input("denoiser_blocks", default=2, min=1, max=64,
+                             tooltip="Denoiser source: how many of the last blocks to edit (the paper: 2)."),
+                io.Int.Input("denoiser_steps", default=4, min=1, max=50,
+                             tooltip="Denoiser source: sampling steps per prompt (noise levels seen)."),
+                io.Int.Input("denoiser_size", default=16, min=4, max=256,
+                             tooltip="Denoiser source: latent width and height of the runs (16 = 128 px for an "
+                                     "8x VAE); small is enough to read the concept's activations."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched copy of the model that refuses the concept."),
@@ -124,7 +171,8 @@ class EraseConceptsRefusal(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, pairs: str, neutral_prompts: str, rank: int, contrast: float, strength: float,
-                mode: str, source: str, layers: str) -> io.NodeOutput:
+                mode: str, source: str, layers: str, denoiser_blocks: int, denoiser_steps: int,
+                denoiser_size: int) -> io.NodeOutput:
         patched, report = erase_with_refusal(model, clip, pairs, neutral_prompts, rank, contrast, strength, mode,
-                                             source, layers)
+                                             source, layers, denoiser_blocks, denoiser_steps, denoiser_size)
         return io.NodeOutput(patched, report, ui=ui.PreviewText(report))

@@ -89,9 +89,61 @@ def test_sampling_works_and_the_original_is_untouched(family, built, refusal, co
     ({"pairs_text": ""}, "No prompt pairs"), ({"pairs_text": "a | a"}, "differ"),
     ({"strength": 2.0}, "strength"), ({"rank": 0}, "rank"), ({"contrast": -1.0}, "contrast"),
     ({"source": "denoiser"}, "Unknown activation source"), ({"mode": "all"}, "Unknown mode"),
+    ({"source": "denoiser activations", "denoiser_blocks": 0}, "denoiser_blocks"),
 ])
 def test_bad_input_changes_nothing(arguments, message, built, refusal):
     model, clip = built("SD1.x")
     with pytest.raises(ValueError, match=message):
         refusal.erase_with_refusal(model, clip, **{"pairs_text": PAIRS, **arguments})
     assert model.patches == {}
+
+
+DENOISER_LAYERS = {
+    "Wan 2.1": {"diffusion_model.blocks.0.cross_attn.o.weight"},
+    "Flux": {"diffusion_model.double_blocks.0.img_attn.proj.weight"},
+    "SD1.x": {"diffusion_model.output_blocks.2.1.transformer_blocks.0.attn2.to_out.0.weight",
+              "diffusion_model.output_blocks.3.1.transformer_blocks.0.attn2.to_out.0.weight"},
+}
+
+
+@pytest.mark.parametrize("family", sorted(DENOISER_LAYERS))
+def test_denoiser_source_edits_the_last_blocks_and_reports_progress(family, built, refusal, comfy):
+    from cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, parse_pairs, refusal_eraser
+    model, clip = built(family)
+    ticks = []
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: ticks.append((value, total)))
+    try:
+        patched, report = refusal.erase_with_refusal(model, clip, PAIRS, source="denoiser activations",
+                                                     denoiser_steps=3, denoiser_size=8)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+    assert set(patched.patches) == DENOISER_LAYERS[family] and model.patches == {}
+    prompts = 2 * len(parse_pairs(PAIRS)) + len(DEFAULT_NEUTRAL_PROMPTS)
+    assert (prompts * 3, prompts * 3) in ticks                         # one tick per denoiser call, to the end
+    assert "denoiser activations (3 steps at 8x8 latent" in report
+    # the patched direction is the refusal direction of the captured activations, recomputed independently
+    capture = pack_module("nodes.denoiser_activations").capture_layer_inputs
+    pairs = parse_pairs(PAIRS)
+    texts = [p for pair in pairs for p in pair] + list(DEFAULT_NEUTRAL_PROMPTS)
+    captured = capture(model, [clip.encode_from_tokens_scheduled(clip.tokenize(t)) for t in texts],
+                       sorted(DENOISER_LAYERS[family]), steps=3, size=8)
+    for key in DENOISER_LAYERS[family]:
+        unsafe = torch.cat([captured[2 * i][key] for i in range(len(pairs))])
+        safe = torch.cat([captured[2 * i + 1][key] for i in range(len(pairs))])
+        neutral = torch.cat([c[key] for c in captured[2 * len(pairs):]])
+        q = refusal_eraser(unsafe, safe, neutral, dtype=torch.float64).right[0].float()
+        original = loaded_weights(comfy, model, [key])[key]
+        edited = loaded_weights(comfy, patched, [key])[key]
+        assert float((edited @ q).norm()) < 1e-3 * float((original @ q).norm()), key
+
+
+def test_denoiser_source_samples_and_leaves_the_original_untouched(built, refusal, comfy):
+    model, clip = built("Wan 2.1")
+    before_weights = snapshot(model)
+    before = sample(comfy, model, clip, "a nude woman walking on a beach")
+    patched, _ = refusal.erase_with_refusal(model, clip, PAIRS, source="denoiser activations", denoiser_size=8)
+    assert torch.isfinite(sample(comfy, patched, clip, "a nude woman walking on a beach")).all()
+    assert torch.equal(sample(comfy, model, clip, "a nude woman walking on a beach"), before)
+    comfy.mm.unload_all_models()
+    assert_same_state(snapshot(model), before_weights)
