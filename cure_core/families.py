@@ -33,10 +33,12 @@ class TextSegment:
     """One run of rows in the encoder output: the tokens of tokenizer key ``tokens``.
 
     ``encoders`` names the text-model attributes that produce it (ComfyUI's CLIP objects leave an
-    absent encoder as ``None``); empty means always present.
+    absent encoder as ``None``); empty means always present. ``window`` names a crop the encoder
+    applies to those tokens (HunyuanVideo keeps only the user message of its Llama template).
     """
     tokens: str
     encoders: tuple[str, ...] = ()
+    window: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,14 @@ FAMILIES: tuple[Family, ...] = (
            segments=(TextSegment("t5xxl"),),
            layer_patterns=_single_layer("diffusion_model.y_embedder.y_proj.fc1.weight"),
            denoiser_pattern=r"^diffusion_model\.blocks\.\d+\.cross_attn\.proj\.weight$"),
+    Family("HunyuanVideo", ("HunyuanVideo", "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V"),
+           encoder="Llama-3 hidden states of the user message (4096 wide; the template is cropped); "
+                   "CLIP-L pooled for vector_in",
+           segments=(TextSegment("llama", window="llama3 user message"),),
+           layer_patterns={ALL_TEXT_LAYERS: r"^diffusion_model\.txt_in\.(input_embedder|c_embedder\.in_layer)"
+                                            r"\.weight$"},
+           pooled=PooledPath("diffusion_model.vector_in.in_layer.weight"),
+           denoiser_pattern=_FLUX_IMG_ATTN_OUT),
 )
 
 

@@ -43,24 +43,52 @@ def _flatten(tokens: dict, key: str) -> list[tuple]:
     return [t for chunk in tokens[key] for t in chunk]
 
 
-def _positions(marked: list[tuple], probe: list[tuple]) -> PromptTokens:
+def _llama3_user_message(flat: list[tuple]) -> tuple[int, int, int]:
+    """The rows HunyuanVideo keeps of its Llama-3 template: from the first user token to the <|eot_id|>
+    that closes the user message (the crop of comfy/text_encoders/hunyuan_video.py)."""
+    ids = [t[0] for t in flat]
+    for i in range(len(ids) - 2):
+        if ids[i:i + 3] == [128006, 882, 128007]:                 # <|start_header_id|> user <|end_header_id|>
+            start = i + 2
+            if len(ids) > start + 2 and ids[start + 1] == 271:     # "\n\n"
+                start += 2
+            end = ids.index(128009, i)                             # <|eot_id|>
+            return start, end + 1, end
+    raise ValueError("The Llama tokens do not contain the user message of HunyuanVideo's template.")
+
+
+WINDOWS = {"llama3 user message": _llama3_user_message}
+
+
+def row_window(segment: TextSegment, flat: list[tuple]) -> tuple[int, int, int | None]:
+    """``(start, stop, end token or None)``: which tokens of a segment the encoder output keeps as rows."""
+    if segment.window is None:
+        return 0, len(flat), None
+    return WINDOWS[segment.window](flat)
+
+
+def _positions(marked: list[tuple], probe: list[tuple], segment: TextSegment) -> PromptTokens:
+    """Concept, text and end-token positions, as row indices of the segment's (possibly cropped) rows."""
+    start, stop, window_end = row_window(segment, marked)
     concept = [i for i, (a, b) in enumerate(zip(marked, probe)) if a[1] != b[1]]
     content = [i for i, t in enumerate(marked) if len(t) > 2 and t[2] > 0]
-    end = None
-    if content and content[-1] + 1 < len(marked) and marked[content[-1] + 1][2] == 0:
+    end = window_end
+    if end is None and content and content[-1] + 1 < len(marked) and marked[content[-1] + 1][2] == 0:
         end = content[-1] + 1
-    return PromptTokens(concept, content, end)
+    inside = lambda positions: [p - start for p in positions if start <= p < stop and p != end]
+    return PromptTokens(inside(concept), inside(content), None if end is None else end - start)
 
 
-def locate_concept(clip, concept: str, prefix: str, suffix: str, keys: list[str]) -> tuple[dict, dict]:
-    """Tokens of ``prefix + concept + suffix`` and, per tokenizer key, where the concept is in them."""
+def locate_concept(clip, concept: str, prefix: str, suffix: str,
+                   segments: list[TextSegment]) -> tuple[dict, dict]:
+    """Tokens of ``prefix + concept + suffix`` and, per segment key, where the concept is in its rows."""
     marked = clip.tokenize(f"{prefix}({_escape(concept)}:1.0){suffix}", return_word_ids=True)
-    missing = [key for key in keys if key not in marked]
+    missing = [s.tokens for s in segments if s.tokens not in marked]
     if missing:
         raise ValueError(f"This CLIP gives no {', '.join(map(repr, missing))} tokens, which the model reads: "
                          f"connect the text encoder(s) made for this model (it gives {', '.join(marked)}).")
     probe = clip.tokenize(f"{prefix}({_escape(concept)}:1.1){suffix}", return_word_ids=True)
-    return marked, {key: _positions(_flatten(marked, key), _flatten(probe, key)) for key in keys}
+    return marked, {s.tokens: _positions(_flatten(marked, s.tokens), _flatten(probe, s.tokens), s) for s in segments}
 
 
 def active_segments(clip, segments: tuple[TextSegment, ...]) -> list[TextSegment]:
@@ -77,27 +105,32 @@ def _batch_signature(tokens: dict) -> tuple:
     return tuple(sorted({(key, len(chunk)) for key, chunks in tokens.items() for chunk in chunks}))
 
 
-def encode_token_rows(clip, token_dicts: list[dict], keys: list[str]) -> list[dict[str, torch.Tensor]]:
-    """For every tokenized prompt and every segment key, the encoder output rows of all its tokens (float32).
+def encode_token_rows(clip, token_dicts: list[dict], segments: list[TextSegment]) -> list[dict[str, torch.Tensor]]:
+    """For every tokenized prompt and every segment, the encoder output rows of its tokens (float32).
 
     Prompts are encoded in as few forward passes as possible: each prompt becomes a section of
     one batch (ComfyUI encodes sections together and concatenates them, segment by segment).
     """
+    # An encoder that crops its output (HunyuanVideo) crops the whole batch at once: one prompt per pass there.
+    cropped = any(s.window is not None for s in segments)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for index, tokens in enumerate(token_dicts):
-        groups[_batch_signature(tokens)].append(index)
+        groups[(index,) if cropped else _batch_signature(tokens)].append(index)
     out: list[dict[str, torch.Tensor]] = [{} for _ in token_dicts]
     for members in groups.values():
         first = token_dicts[members[0]]
         batch = {key: [chunk for i in members for chunk in token_dicts[i][key]] for key in first}
         cond = clip.encode_from_tokens(batch)[0].float()
-        lengths = {key: [len(_flatten(token_dicts[i], key)) for i in members] for key in keys}
+        lengths = {}
+        for s in segments:
+            windows = [row_window(s, _flatten(token_dicts[i], s.tokens)) for i in members]
+            lengths[s.tokens] = [stop - start for start, stop, _ in windows]
         expected = sum(sum(v) for v in lengths.values())
         if expected != cond.shape[0]:
-            raise RuntimeError(f"The text encoder returned {cond.shape[0]} rows where its tokens ({', '.join(keys)}) "
-                               f"make {expected}: this encoder layout is not supported by the concept locator.")
+            raise RuntimeError(f"The text encoder returned {cond.shape[0]} rows where its tokens "
+                               f"({', '.join(lengths)}) make {expected}: this encoder layout is not supported.")
         offset = 0
-        for key in keys:                          # segment-major: all prompts' rows of one segment, then the next
+        for key in lengths:                       # segment-major: all prompts' rows of one segment, then the next
             for i, length in zip(members, lengths[key]):
                 out[i][key] = cond[offset:offset + length]
                 offset += length
@@ -109,14 +142,15 @@ def encode_concepts(clip, prompts: list[tuple[str, str, str]], selection: str, s
     """Encode every ``(concept, prefix, suffix)`` prompt and keep the selected rows of every segment."""
     if not prompts:
         raise ValueError("No concept prompts to encode.")
-    keys = [s.tokens for s in active_segments(clip, segments)]
-    located = [_Prompt(concept, *locate_concept(clip, concept, prefix, suffix, keys))
+    active = active_segments(clip, segments)
+    keys = [s.tokens for s in active]
+    located = [_Prompt(concept, *locate_concept(clip, concept, prefix, suffix, active))
                for concept, prefix, suffix in prompts]
     for prompt in located:
         if not any(p.concept for p in prompt.positions.values()):
             raise ValueError(f"The concept {prompt.concept!r} tokenizes to nothing with this text encoder: "
                              "use words the tokenizer knows.")
-    encoded = encode_token_rows(clip, [p.tokens for p in located], keys)
+    encoded = encode_token_rows(clip, [p.tokens for p in located], active)
     rows, counts = [], {}
     for prompt, per_key in zip(located, encoded):
         for key in keys:
@@ -139,25 +173,26 @@ class EncodedPrompt:
 
 def encode_prompts(clip, prompts: list[str], segments: tuple[TextSegment, ...]) -> list[EncodedPrompt]:
     """Plain prompts (no concept marking): the rows of their text tokens and end token, per segment."""
-    keys = [s.tokens for s in active_segments(clip, segments)]
+    active = active_segments(clip, segments)
     token_dicts = []
     for prompt in prompts:
         tokens = clip.tokenize(prompt, return_word_ids=True)
-        missing = [key for key in keys if key not in tokens]
+        missing = [s.tokens for s in active if s.tokens not in tokens]
         if missing:
             raise ValueError(f"This CLIP gives no {', '.join(map(repr, missing))} tokens, which the model reads: "
                              f"connect the text encoder(s) made for this model (it gives {', '.join(tokens)}).")
         token_dicts.append(tokens)
-    encoded = encode_token_rows(clip, token_dicts, keys)
+    encoded = encode_token_rows(clip, token_dicts, active)
     result = []
     for prompt, tokens, per_key in zip(prompts, token_dicts, encoded):
         ids, rows = {}, {}
-        for key in keys:
-            flat = _flatten(tokens, key)
-            positions = _positions(flat, flat).select("all prompt tokens")
+        for s in active:
+            flat = _flatten(tokens, s.tokens)
+            start = row_window(s, flat)[0]
+            positions = _positions(flat, flat, s).select("all prompt tokens")
             if not positions:
                 raise ValueError(f"The prompt {prompt!r} tokenizes to nothing with this text encoder.")
-            ids[key] = [flat[i][0] for i in positions]
-            rows[key] = per_key[key][positions]
+            ids[s.tokens] = [flat[start + i][0] for i in positions]
+            rows[s.tokens] = per_key[s.tokens][positions]
         result.append(EncodedPrompt(ids, rows))
     return result

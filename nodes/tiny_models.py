@@ -123,10 +123,19 @@ _SPECS = {
                 "depth": 1, "num_heads": 2, "caption_channels": 64, "pe_interpolation": 1.0, "model_max_length": 300,
                 "micro_condition": False},
                {"t5xxl_model_config": _SMALL_T5}, 4, None),
+    "HunyuanVideo": (comfy.supported_models.HunyuanVideo,
+                     {"image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": 32,
+                      "context_in_dim": 64, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1,
+                      "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 256, "patch_size": [1, 2, 2],
+                      "qkv_bias": True, "guidance_embed": False, "byt5": False, "meanflow": False,
+                      "use_cond_type_embedding": False, "vision_in_dim": None},
+                     {"clip_l_model_config": _SMALL_CLIP,
+                      "llama_model_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+                                             "num_attention_heads": 2, "num_key_value_heads": 1}}, 16, None),
 }
 TINY_FAMILIES = tuple(_SPECS)
-VIDEO_FAMILIES = ("Wan 2.1", "LTX-Video", "Mochi")
-# Families whose VAE this module can build (LTX-Video's and Mochi's video VAEs it cannot): the demo node's list.
+VIDEO_FAMILIES = ("Wan 2.1", "LTX-Video", "Mochi", "HunyuanVideo")
+# Families whose VAE this module can build (not the video VAEs of LTX-Video, Mochi, HunyuanVideo): the demo's list.
 DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt")
 
 

@@ -6,7 +6,7 @@ import torch
 
 from conftest import pack_module
 
-FAMILIES = ["SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "LTX-Video", "Mochi", "PixArt"]
+FAMILIES = ["SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "LTX-Video", "Mochi", "PixArt", "HunyuanVideo"]
 FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"
 # What each family must have edited, written independently of the pack's own family table.
 TEXT_LAYERS = {
@@ -20,9 +20,11 @@ TEXT_LAYERS = {
     "LTX-Video": r"^diffusion_model\.caption_projection\.linear_1\.weight$",
     "Mochi": r"^diffusion_model\.(t5_yproj|t5_y_embedder\.to_kv|t5_y_embedder\.to_q)\.weight$",
     "PixArt": r"^diffusion_model\.y_embedder\.y_proj\.fc1\.weight$",
+    "HunyuanVideo": r"^diffusion_model\.txt_in\.(input_embedder|c_embedder\.in_layer)\.weight$",
 }
 POOLED = {"SDXL": "diffusion_model.label_emb.0.0.weight", "SD3": "diffusion_model.y_embedder.mlp.0.weight",
-          "Flux": "diffusion_model.vector_in.in_layer.weight"}
+          "Flux": "diffusion_model.vector_in.in_layer.weight",
+          "HunyuanVideo": "diffusion_model.vector_in.in_layer.weight"}
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +234,9 @@ def test_low_precision_weights_are_edited_in_float32_and_cast_back(dtype, tiny, 
 def test_concept_tokens_are_located_exactly(family, concept, built, encoding):
     clip = built(family)[1]
     keys = {"SD1.x": ["l"], "SDXL": ["g", "l"], "Flux": ["l", "t5xxl"]}[family]
-    tokens, positions = encoding.locate_concept(clip, concept, "a painting of ", ", detailed", keys)
+    from cure_core.families import TextSegment
+    tokens, positions = encoding.locate_concept(clip, concept, "a painting of ", ", detailed",
+                                                [TextSegment(k) for k in keys])
     for key in keys:
         sub = getattr(clip.tokenizer, {"l": "clip_l", "g": "clip_g", "t5xxl": "t5xxl"}[key])
         expected = sub.tokenizer(concept)["input_ids"][sub.tokens_start:-1]   # the concept alone

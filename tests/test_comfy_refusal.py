@@ -10,7 +10,9 @@ a naked man in a park | a man in a park
 a nude couple at sunset | a couple at sunset
 a naked person swimming in a lake | a person swimming in a lake
 a nude model posing in a studio | a model posing in a studio"""
-TEXT_LAYER = {"Wan 2.1": "diffusion_model.text_embedding.0.weight", "Flux": "diffusion_model.txt_in.weight"}
+TEXT_LAYERS = {"Wan 2.1": {"diffusion_model.text_embedding.0.weight"}, "Flux": {"diffusion_model.txt_in.weight"},
+               "HunyuanVideo": {"diffusion_model.txt_in.input_embedder.weight",
+                                "diffusion_model.txt_in.c_embedder.in_layer.weight"}}
 
 
 @pytest.fixture(scope="module")
@@ -44,24 +46,26 @@ def refusal_direction(model, clip):
     return refusal_eraser(torch.cat(u), torch.cat(s), neutral, dtype=torch.float64).right[0].float()
 
 
-@pytest.mark.parametrize("family", ["Wan 2.1", "Flux"])
-def test_the_refusal_direction_is_projected_out_of_the_text_layer_only(family, built, refusal, comfy):
+@pytest.mark.parametrize("family", sorted(TEXT_LAYERS))
+def test_the_refusal_direction_is_projected_out_of_the_text_layers_only(family, built, refusal, comfy):
     model, clip = built(family)
-    key = TEXT_LAYER[family]
+    keys = TEXT_LAYERS[family]
     patched, report = refusal.erase_with_refusal(model, clip, PAIRS)
-    assert set(patched.patches) == {key} and model.patches == {}
+    assert set(patched.patches) == keys and model.patches == {}
     assert "Low-rank refusal vector" in report and "5 pairs" in report
     q = refusal_direction(model, clip)
-    original = loaded_weights(comfy, model, [key])[key]
-    edited = loaded_weights(comfy, patched, [key])[key]
-    assert float((edited @ q).norm()) < 1e-4 * float((original @ q).norm())     # W' q = 0 at strength 1
-    g = torch.Generator().manual_seed(0)
-    other = torch.randn(original.shape[1], generator=g)
-    other -= (other @ q) * q                                                      # a direction orthogonal to q
-    assert torch.allclose(edited @ other, original @ other, atol=1e-4)
     half, _ = refusal.erase_with_refusal(model, clip, PAIRS, strength=0.5)
-    halved = loaded_weights(comfy, half, [key])[key]
-    assert torch.allclose(halved @ q, 0.5 * (original @ q), atol=1e-4)
+    originals = loaded_weights(comfy, model, sorted(keys))
+    editeds = loaded_weights(comfy, patched, sorted(keys))
+    halveds = loaded_weights(comfy, half, sorted(keys))
+    g = torch.Generator().manual_seed(0)
+    other = torch.randn(q.shape[0], generator=g)
+    other -= (other @ q) * q                                                      # a direction orthogonal to q
+    for key in keys:
+        original, edited = originals[key], editeds[key]
+        assert float((edited @ q).norm()) < 1e-4 * float((original @ q).norm()), key   # W' q = 0 at strength 1
+        assert torch.allclose(edited @ other, original @ other, atol=1e-4)
+        assert torch.allclose(halveds[key] @ q, 0.5 * (original @ q), atol=1e-4)
 
 
 def test_rank_k_mode_and_the_sd_unet(built, refusal, comfy):
@@ -72,7 +76,7 @@ def test_rank_k_mode_and_the_sd_unet(built, refusal, comfy):
     assert "kept 3" in report
 
 
-@pytest.mark.parametrize("family", ["Wan 2.1", "Flux", "SD1.x"])
+@pytest.mark.parametrize("family", ["Wan 2.1", "Flux", "SD1.x", "HunyuanVideo"])
 def test_sampling_works_and_the_original_is_untouched(family, built, refusal, comfy):
     model, clip = built(family)
     before_weights = snapshot(model)
@@ -100,6 +104,7 @@ def test_bad_input_changes_nothing(arguments, message, built, refusal):
 
 DENOISER_LAYERS = {
     "Wan 2.1": {"diffusion_model.blocks.0.cross_attn.o.weight"},
+    "HunyuanVideo": {"diffusion_model.double_blocks.0.img_attn.proj.weight"},
     "Flux": {"diffusion_model.double_blocks.0.img_attn.proj.weight"},
     "SD1.x": {"diffusion_model.output_blocks.2.1.transformer_blocks.0.attn2.to_out.0.weight",
               "diffusion_model.output_blocks.3.1.transformer_blocks.0.attn2.to_out.0.weight"},
