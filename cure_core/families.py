@@ -141,6 +141,12 @@ FAMILIES: tuple[Family, ...] = (
                                             r"\.weight$"},
            pooled=PooledPath("diffusion_model.vector_in.in_layer.weight"),
            denoiser_pattern=_FLUX_IMG_ATTN_OUT),
+    Family("Stable Cascade", ("Stable_Cascade_C",),
+           encoder="CLIP-G token embeddings (1280 wide) read by stage C; CLIP-G pooled for clip_txt_pooled_mapper",
+           segments=(TextSegment("g"),),
+           layer_patterns=_single_layer("diffusion_model.clip_txt_mapper.weight"),
+           pooled=PooledPath("diffusion_model.clip_txt_pooled_mapper.weight"),
+           denoiser_pattern=r"^diffusion_model\.(down|up)_blocks\.\d+\.\d+\.attention\.attn\.out_proj\.weight$"),
 )
 
 

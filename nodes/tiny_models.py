@@ -132,6 +132,12 @@ _SPECS = {
                      {"clip_l_model_config": _SMALL_CLIP,
                       "llama_model_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
                                              "num_attention_heads": 2, "num_key_value_heads": 1}}, 16, None),
+    "Stable Cascade": (comfy.supported_models.Stable_Cascade_C,
+                       {"stable_cascade_stage": "c", "c_in": 16, "c_out": 16, "c_r": 32, "c_cond": 64,
+                        "c_hidden": [64, 64], "nhead": [2, 2], "blocks": [[1, 1], [1, 1]],
+                        "block_repeat": [[1, 1], [1, 1]], "level_config": ["CTA", "CTA"], "c_clip_text": 32,
+                        "c_clip_text_pooled": 32, "c_clip_img": 768, "c_clip_seq": 4},
+                       {"clip_g_model_config": _SMALL_CLIP}, 16, None),
 }
 TINY_FAMILIES = tuple(_SPECS)
 VIDEO_FAMILIES = ("Wan 2.1", "LTX-Video", "Mochi", "HunyuanVideo")

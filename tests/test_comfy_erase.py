@@ -6,7 +6,8 @@ import torch
 
 from conftest import pack_module
 
-FAMILIES = ["SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "LTX-Video", "Mochi", "PixArt", "HunyuanVideo"]
+FAMILIES = ["SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "LTX-Video", "Mochi", "PixArt", "HunyuanVideo",
+            "Stable Cascade"]
 FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"
 # What each family must have edited, written independently of the pack's own family table.
 TEXT_LAYERS = {
@@ -21,10 +22,12 @@ TEXT_LAYERS = {
     "Mochi": r"^diffusion_model\.(t5_yproj|t5_y_embedder\.to_kv|t5_y_embedder\.to_q)\.weight$",
     "PixArt": r"^diffusion_model\.y_embedder\.y_proj\.fc1\.weight$",
     "HunyuanVideo": r"^diffusion_model\.txt_in\.(input_embedder|c_embedder\.in_layer)\.weight$",
+    "Stable Cascade": r"^diffusion_model\.clip_txt_mapper\.weight$",
 }
 POOLED = {"SDXL": "diffusion_model.label_emb.0.0.weight", "SD3": "diffusion_model.y_embedder.mlp.0.weight",
           "Flux": "diffusion_model.vector_in.in_layer.weight",
-          "HunyuanVideo": "diffusion_model.vector_in.in_layer.weight"}
+          "HunyuanVideo": "diffusion_model.vector_in.in_layer.weight",
+          "Stable Cascade": "diffusion_model.clip_txt_pooled_mapper.weight"}
 
 
 @pytest.fixture(scope="module")
