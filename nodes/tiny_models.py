@@ -138,11 +138,21 @@ _SPECS = {
                         "block_repeat": [[1, 1], [1, 1]], "level_config": ["CTA", "CTA"], "c_clip_text": 32,
                         "c_clip_text_pooled": 32, "c_clip_img": 768, "c_clip_seq": 4},
                        {"clip_g_model_config": _SMALL_CLIP}, 16, None),
+    "Cosmos Predict2": (comfy.supported_models.CosmosT2IPredict2,
+                        {"image_model": "cosmos_predict2", "max_img_h": 240, "max_img_w": 240, "max_frames": 128,
+                         "in_channels": 16, "out_channels": 16, "patch_spatial": 2, "patch_temporal": 1,
+                         "model_channels": 64, "concat_padding_mask": True, "crossattn_emb_channels": 64,
+                         "pos_emb_cls": "rope3d", "pos_emb_learnable": True, "pos_emb_interpolation": "crop",
+                         "min_fps": 1, "max_fps": 30, "use_adaln_lora": True, "adaln_lora_dim": 32, "num_blocks": 1,
+                         "num_heads": 2, "extra_per_block_abs_pos_emb": False, "rope_h_extrapolation_ratio": 4.0,
+                         "rope_w_extrapolation_ratio": 4.0, "rope_t_extrapolation_ratio": 1.0},
+                        {"t5xxl_model_config": _SMALL_T5}, 16, None),
 }
 TINY_FAMILIES = tuple(_SPECS)
-VIDEO_FAMILIES = ("Wan 2.1", "LTX-Video", "Mochi", "HunyuanVideo")
+VIDEO_FAMILIES = ("Wan 2.1", "LTX-Video", "Mochi", "HunyuanVideo", "Cosmos Predict2")
 # Families whose VAE this module can build (not the video VAEs of LTX-Video, Mochi, HunyuanVideo): the demo's list.
-DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt")
+DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt", "Cosmos Predict2")
+_WAN_VAE_FAMILIES = ("Wan 2.1", "Cosmos Predict2")      # both decode with the Wan 2.1 video VAE
 
 
 @torch.no_grad()
@@ -219,4 +229,4 @@ def tiny_checkpoint(family: str, seed: int = 0):
     if family not in DEMO_FAMILIES:
         raise ValueError(f"No tiny VAE for {family}; families with one: {', '.join(DEMO_FAMILIES)}.")
     return (tiny_model(family, seed), tiny_clip(family, seed),
-            tiny_vae(seed, latent_channels(family), video=family == "Wan 2.1"))
+            tiny_vae(seed, latent_channels(family), video=family in _WAN_VAE_FAMILIES))

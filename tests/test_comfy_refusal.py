@@ -105,6 +105,7 @@ def test_bad_input_changes_nothing(arguments, message, built, refusal):
 DENOISER_LAYERS = {
     "Wan 2.1": {"diffusion_model.blocks.0.cross_attn.o.weight"},
     "HunyuanVideo": {"diffusion_model.double_blocks.0.img_attn.proj.weight"},
+    "Cosmos Predict2": {"diffusion_model.blocks.0.cross_attn.output_proj.weight"},
     "Stable Cascade": {"diffusion_model.up_blocks.0.2.attention.attn.out_proj.weight",
                        "diffusion_model.up_blocks.1.2.attention.attn.out_proj.weight"},
     "Flux": {"diffusion_model.double_blocks.0.img_attn.proj.weight"},
