@@ -248,3 +248,22 @@ def test_concept_tokens_are_located_exactly(family, concept, built, encoding):
         assert [ids[i] for i in positions[key].concept] == expected, key
         assert ids[positions[key].end] == sub.end_token, key         # the end token right after the prompt
         assert ids[0] != sub.start_token or 0 not in positions[key].content   # never the start token
+
+
+@pytest.mark.parametrize("config_name, overrides", [
+    ("WAN21_I2V", {"model_type": "i2v", "in_dim": 36}),        # image-to-video: same text path, CLIP-vision added
+    ("WAN22_T2V", {"out_dim": 48, "in_dim": 48}),               # Wan 2.2 5B: 48-channel latents
+])
+def test_wan_variants_are_erased_through_the_same_text_layer(config_name, overrides, tiny, erase, built):
+    import comfy.model_patcher
+    import comfy.supported_models
+    base = tiny._SPECS["Wan 2.1"][1]
+    config = getattr(comfy.supported_models, config_name)({**base, **overrides})
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    tiny.randomize(model.diffusion_model, 0)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
+                                               offload_device=torch.device("cpu"))
+    patched, report = erase(patcher, built("Wan 2.1")[1], FORGET, RETAIN)
+    assert set(patched.patches) == {"diffusion_model.text_embedding.0.weight"}
+    assert f"ComfyUI model type {config_name}" in report
