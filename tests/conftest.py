@@ -38,3 +38,15 @@ def tiny(pack):
 @pytest.fixture(scope="session")
 def erase(pack):
     return pack_module("nodes.erase_cure").erase_concepts
+
+
+@pytest.fixture(scope="session")
+def built(tiny):
+    """Tiny ``(MODEL, CLIP)`` per family, built once: tests that use these never modify them."""
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            cache[family] = tiny.tiny_model(family), tiny.tiny_clip(family)
+        return cache[family]
+    return get

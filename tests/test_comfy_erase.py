@@ -36,18 +36,6 @@ def encoding(pack):
     return pack_module("nodes.encoding")
 
 
-@pytest.fixture(scope="module")
-def built(tiny):
-    """Tiny (MODEL, CLIP) per family, built once: the tests below never modify them."""
-    cache = {}
-
-    def get(family):
-        if family not in cache:
-            cache[family] = tiny.tiny_model(family), tiny.tiny_clip(family)
-        return cache[family]
-    return get
-
-
 def text_layer_keys(model, family):
     pattern = re.compile(TEXT_LAYERS[family])
     return [k for k in model.model.state_dict() if pattern.match(k)]

@@ -20,17 +20,6 @@ def refusal(pack):
     return pack_module("nodes.erase_refusal")
 
 
-@pytest.fixture(scope="module")
-def built(tiny):
-    cache = {}
-
-    def get(family):
-        if family not in cache:
-            cache[family] = tiny.tiny_model(family), tiny.tiny_clip(family)
-        return cache[family]
-    return get
-
-
 def refusal_direction(model, clip):
     """The refusal direction recomputed from the library, independently of the node's patching."""
     from cure_core.families import family_for_config
