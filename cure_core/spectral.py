@@ -108,10 +108,6 @@ class LowRankEraser:
         """The ``d × d`` matrix ``P_dis``."""
         return self.left @ self.right
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "LowRankEraser":
-        move = lambda t: t.to(device=device, dtype=dtype)
-        return LowRankEraser(move(self.left), move(self.right), move(self.energy), move(self.gains))
-
     def weight_update(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """LoRA-style factors ``(up, down)`` with ``up @ down = −W P_dis``, so ``W + up @ down = W (I − P_dis)``.
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from cure_core.edit import edit_layer
+from cure_core.edit import edit_layer, edit_layers
 from cure_core.spectral import (discriminative_projector, energy_projector, expansion, low_rank_eraser,
                                 spectral_basis)
 
@@ -185,3 +185,16 @@ def test_weight_with_nan_is_refused():
     weight[1, 2] = math.nan
     with pytest.raises(ValueError, match="NaN or inf"):
         eraser.weight_update(weight)
+
+
+def test_edit_layers_shares_the_down_factor_across_layers():
+    g = torch.Generator().manual_seed(5)
+    weights = {"to_k": torch.randn(5, D, generator=g), "to_v": torch.randn(9, D, generator=g)}
+    forget = torch.randn(4, D, generator=g)
+    eraser = low_rank_eraser(forget)
+    edits = edit_layers(weights, eraser, forget)
+    assert [e.key for e in edits] == ["to_k", "to_v"]
+    assert edits[0].down is edits[1].down                        # one [k, d] factor for every layer
+    for e in edits:
+        assert torch.allclose(weights[e.key] + e.up @ e.down, weights[e.key] @ (torch.eye(D) - eraser.dense()),
+                              atol=1e-5)
