@@ -8,9 +8,10 @@ from comfy_api.latest import ComfyExtension, io
 from .demo import TinyDemoModel
 from .erase_cure import EraseConceptsCURE
 from .erase_refusal import EraseConceptsRefusal
+from .export import SaveErasureLoRA
 
 
 class ConceptErasureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [EraseConceptsCURE, EraseConceptsRefusal, TinyDemoModel]
+        return [EraseConceptsCURE, EraseConceptsRefusal, SaveErasureLoRA, TinyDemoModel]

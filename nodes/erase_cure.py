@@ -88,7 +88,11 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
         edits.append(pooled_edit)
         progress.update(1)
 
-    patched = patched_clone(model, edits, strength)
+    recipe = {"method": "CURE spectral eraser", "family": family.name, "forget": "\n".join(forget),
+              "retain": "\n".join(retain), "concept_kind": kind, "templates": "\n".join(templates),
+              "alpha_forget": f"{alpha_f:g}", "alpha_retain": f"{alpha_r:g}", "strength": f"{strength:g}",
+              "token_selection": token_selection, "layers": layers, "erase_pooled": str(bool(with_pooled))}
+    patched = patched_clone(model, edits, strength, recipe)
     report = _report(family, model, forget, retain, forget_enc, retain_enc, templates, alpha_f, alpha_r, strength,
                      layers, token_selection, eraser, edits, pooled_edit, erase_pooled)
     return patched, report

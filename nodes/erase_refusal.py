@@ -94,7 +94,11 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
         kept.append(eraser.rank)
         n_rows.append((len(unsafe), 0 if neutral_rows is None else len(neutral_rows)))
         progress.update(1)
-    patched = patched_clone(model, edits, 1.0)
+    recipe = {"method": "low-rank refusal vector", "family": family.name, "pairs": pairs_text.strip(),
+              "neutral_prompts": "\n".join(neutral), "rank": str(rank), "contrast": f"{contrast:g}",
+              "strength": f"{strength:g}", "mode": mode, "source": source,
+              "layers": layers if source == TEXT_SOURCE else f"last {denoiser_blocks} blocks"}
+    patched = patched_clone(model, edits, 1.0, recipe)
     removed = [e.forget_removed for e in edits]
     where = (f"text embeddings ({family.encoder})" if source == TEXT_SOURCE else
              f"denoiser activations ({denoiser_steps} steps at {denoiser_size}x{denoiser_size} latent, "

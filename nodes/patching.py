@@ -25,10 +25,18 @@ def effective_weight(model, key: str) -> torch.Tensor:
     return weight
 
 
-def patched_clone(model, edits: list[LayerEdit], strength: float):
+class ErasureAdapter(LoRAAdapter):
+    """A LoRA-style patch that remembers the erasure it came from, so it can be exported with its recipe."""
+
+    def __init__(self, up: torch.Tensor, down: torch.Tensor, recipe: dict[str, str]):
+        super().__init__(set(), (up, down, None, None, None, None))
+        self.recipe = recipe
+
+
+def patched_clone(model, edits: list[LayerEdit], strength: float, recipe: dict[str, str]):
     """A clone of ``model`` with ``W + strength · up @ down`` on each edited key; ``model`` is untouched."""
     clone = model.clone()
-    patches = {e.key: LoRAAdapter(set(), (e.up, e.down, None, None, None, None)) for e in edits}
+    patches = {e.key: ErasureAdapter(e.up, e.down, recipe) for e in edits}
     added = set(clone.add_patches(patches, strength))
     missing = set(patches) - added
     if missing:

@@ -125,3 +125,27 @@ def test_a_bad_input_is_reported_by_the_server(server, object_info):
     eraser["inputs"].update(forget_concepts="Van Gogh", strength=3.0)
     with pytest.raises(RuntimeError, match="strength"):
         server.post_prompt(prompt)                 # rejected by ComfyUI's own range validation
+
+
+def test_the_erasure_saved_as_lora_loads_with_the_stock_loader(server, object_info):
+    """Save node → a file in the loras folder → ComfyUI's own LoraLoaderModelOnly applies it."""
+    workflow = json.loads((REPO / "example_workflows" / "erase_style_sd15.json").read_text())
+    prompt = tiny_version(workflow, object_info, "SD1.x")
+    eraser_id = next(i for i, n in prompt.items() if n["class_type"] == "CURE_EraseConcepts")
+    prompt["save"] = {"class_type": "CURE_SaveErasureLoRA",
+                      "inputs": {"model": [eraser_id, 0], "filename_prefix": "e2e_erasure", "dtype": "fp16"}}
+    history = server.run(prompt)
+    assert "Saved 14 erased layers" in history["outputs"]["save"]["text"][0]
+    saved = sorted((server.base_dir / "models" / "loras").glob("e2e_erasure_*.safetensors"))
+    assert saved, "no LoRA file written"
+    assert saved[-1].name in server.get("/object_info/LoraLoaderModelOnly")["LoraLoaderModelOnly"]["input"][
+        "required"]["lora_name"][0]
+    again = tiny_version(workflow, object_info, "SD1.x")
+    eraser_id = next(i for i, n in again.items() if n["class_type"] == "CURE_EraseConcepts")
+    sampler = next(n for n in again.values() if n["class_type"] == "KSampler")
+    again["lora"] = {"class_type": "LoraLoaderModelOnly",
+                     "inputs": {"model": ["tiny", 0], "lora_name": saved[-1].name, "strength_model": 1.0}}
+    sampler["inputs"]["model"] = ["lora", 0]
+    del again[eraser_id]
+    outputs = server.run(again)["outputs"]
+    assert any("images" in o for o in outputs.values())

@@ -1,0 +1,87 @@
+"""Write the erasure carried by a patched MODEL as a standard LoRA file that stock loaders read."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import torch
+from comfy_api.latest import io, ui
+
+import comfy.utils
+import folder_paths
+
+from .erase_cure import CATEGORY
+from .patching import ErasureAdapter
+
+LORA_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def erasure_lora(model, dtype: torch.dtype = torch.float16) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(state dict, metadata)`` of every erasure patch on ``model``, in ComfyUI's generic LoRA key format.
+
+    Keys are ``diffusion_model.<layer>.lora_up.weight`` / ``.lora_down.weight`` (no alpha, so the
+    loader applies ``up @ down`` at strength 1); each patch's strength is folded into ``up``, and
+    several erasures on one layer are stacked along the rank. The metadata holds the recipes and a
+    hash of the base weights the erasure was computed for.
+    """
+    factors: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    recipes: list[dict[str, str]] = []
+    for key, patch_list in model.patches.items():
+        for strength_patch, adapter, strength_model, offset, function in patch_list:
+            if not isinstance(adapter, ErasureAdapter):
+                continue
+            if strength_model != 1.0 or offset is not None or function is not None:
+                raise ValueError(f"The erasure patch on {key} is scaled or offset by another node; export the "
+                                 "MODEL straight from an Erase Concepts node.")
+            up, down = adapter.weights[:2]
+            factors.setdefault(key, []).append((up.float() * strength_patch, down.float()))
+            if adapter.recipe not in recipes:
+                recipes.append(adapter.recipe)
+    if not factors:
+        raise ValueError("This MODEL carries no erasure: connect the model output of an Erase Concepts node.")
+    state_dict = {}
+    digest = hashlib.sha256()
+    base = model.get_key_patches("diffusion_model.")
+    for key in sorted(factors):
+        name = key.removesuffix(".weight")
+        state_dict[f"{name}.lora_up.weight"] = torch.cat([u for u, _ in factors[key]], dim=1).to(dtype).contiguous()
+        state_dict[f"{name}.lora_down.weight"] = torch.cat([d for _, d in factors[key]], dim=0).to(dtype).contiguous()
+        original = base[key][0][0]
+        digest.update(key.encode())
+        digest.update(original.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    metadata = {"erasure_recipes": json.dumps(recipes), "erasure_base_weights_sha256": digest.hexdigest(),
+                "erasure_layers": str(len(factors)), "ss_network_module": "comfyui-concept-erasure"}
+    return state_dict, metadata
+
+
+class SaveErasureLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CURE_SaveErasureLoRA",
+            display_name="Save Erasure as LoRA",
+            category=CATEGORY,
+            description="Writes the erasure carried by a MODEL from an Erase Concepts node as a LoRA file in "
+                        "ComfyUI's loras folder: load it on the same base model with the stock LoRA loader at "
+                        "strength 1 to get the erased model back, without the text encoder.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model output of an Erase Concepts node (or several in a row)."),
+                io.String.Input("filename_prefix", default="concept_erasure",
+                                tooltip="File name in the loras folder; a counter is added."),
+                io.Combo.Input("dtype", options=tuple(LORA_DTYPES), default="fp16",
+                               tooltip="Precision of the stored factors."),
+            ],
+            outputs=[io.String.Output(display_name="path", tooltip="Where the LoRA was written.")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, model, filename_prefix: str, dtype: str) -> io.NodeOutput:
+        state_dict, metadata = erasure_lora(model, LORA_DTYPES[dtype])
+        folder = folder_paths.get_folder_paths("loras")[0]
+        full_folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder)
+        path = os.path.join(full_folder, f"{filename}_{counter:05}_.safetensors")
+        comfy.utils.save_torch_file(state_dict, path, metadata=metadata)
+        message = f"Saved {metadata['erasure_layers']} erased layers to {path}"
+        return io.NodeOutput(path, ui=ui.PreviewText(message))
