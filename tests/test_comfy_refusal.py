@@ -135,8 +135,9 @@ def test_denoiser_source_edits_the_last_blocks_and_reports_progress(family, buil
         assert float((edited @ q).norm()) < 1e-3 * float((original @ q).norm()), key
 
 
-def test_denoiser_source_samples_and_leaves_the_original_untouched(built, refusal, comfy):
-    model, clip = built("Wan 2.1")
+@pytest.mark.parametrize("family", ["Wan 2.1", "HunyuanVideo", "Flux"])
+def test_denoiser_source_samples_and_leaves_the_original_untouched(family, built, refusal, comfy):
+    model, clip = built(family)
     before_weights = snapshot(model)
     before = sample(comfy, model, clip, "a nude woman walking on a beach")
     patched, _ = refusal.erase_with_refusal(model, clip, PAIRS, source="denoiser activations", denoiser_size=8)
