@@ -141,6 +141,15 @@ FAMILIES: tuple[Family, ...] = (
                                             r"\.weight$"},
            pooled=PooledPath("diffusion_model.vector_in.in_layer.weight"),
            denoiser_pattern=_FLUX_IMG_ATTN_OUT),
+    Family("Cosmos 1.0", ("CosmosT2V", "CosmosI2V"),
+           encoder="T5-XXL (Cosmos' 1024-wide T5) token embeddings, 512 rows",
+           segments=(TextSegment("t5xxl"),),
+           # blocks are FA-CA-MLP: sub-block 1 is the cross-attention
+           layer_patterns={
+               ALL_TEXT_LAYERS: r"^diffusion_model\.blocks\.block\d+\.blocks\.1\.block\.attn\.to_[kv]\.0\.weight$",
+               KEYS_ONLY: r"^diffusion_model\.blocks\.block\d+\.blocks\.1\.block\.attn\.to_k\.0\.weight$",
+               VALUES_ONLY: r"^diffusion_model\.blocks\.block\d+\.blocks\.1\.block\.attn\.to_v\.0\.weight$"},
+           denoiser_pattern=r"^diffusion_model\.blocks\.block\d+\.blocks\.1\.block\.attn\.to_out\.0\.weight$"),
     Family("Cosmos Predict2", ("CosmosT2IPredict2", "CosmosI2VPredict2"),
            encoder="T5-XXL (Cosmos' 1024-wide T5) token embeddings, 512 rows",
            segments=(TextSegment("t5xxl"),),

@@ -36,8 +36,10 @@ def capture_layer_inputs(model, conditionings: list, keys: list[str], steps: int
 
     def hook_for(key):
         def hook(_module, inputs):
+            # One latent at cfg 1: the call sees a single sample, whatever the layout of its token axes
+            # (batch-first, or Cosmos' T-H-W-B-D); average every axis but the features.
             x = inputs[0].detach().float()
-            captured[key].append(x.reshape(x.shape[0], -1, x.shape[-1]).mean(1).cpu())
+            captured[key].append(x.reshape(-1, x.shape[-1]).mean(0, keepdim=True).cpu())
         return hook
 
     latent = _empty_latent(model, size)

@@ -138,6 +138,16 @@ _SPECS = {
                         "block_repeat": [[1, 1], [1, 1]], "level_config": ["CTA", "CTA"], "c_clip_text": 32,
                         "c_clip_text_pooled": 32, "c_clip_img": 768, "c_clip_seq": 4},
                        {"clip_g_model_config": _SMALL_CLIP}, 16, None),
+    "Cosmos 1.0": (comfy.supported_models.CosmosT2V,
+                   {"image_model": "cosmos", "max_img_h": 240, "max_img_w": 240, "max_frames": 128, "in_channels": 16,
+                    "out_channels": 16, "patch_spatial": 2, "patch_temporal": 1, "model_channels": 64,
+                    "block_config": "FA-CA-MLP", "concat_padding_mask": True, "pos_emb_cls": "rope3d",
+                    "pos_emb_learnable": False, "pos_emb_interpolation": "crop", "block_x_format": "THWBD",
+                    "affline_emb_norm": True, "use_adaln_lora": True, "adaln_lora_dim": 32, "num_blocks": 2,
+                    "num_heads": 2, "extra_per_block_abs_pos_emb": True, "rope_h_extrapolation_ratio": 1.0,
+                    "rope_w_extrapolation_ratio": 1.0, "rope_t_extrapolation_ratio": 2.0,
+                    "extra_per_block_abs_pos_emb_type": "learnable", "crossattn_emb_channels": 64},
+                   {"t5xxl_model_config": _SMALL_T5}, 16, None),
     "Cosmos Predict2": (comfy.supported_models.CosmosT2IPredict2,
                         {"image_model": "cosmos_predict2", "max_img_h": 240, "max_img_w": 240, "max_frames": 128,
                          "in_channels": 16, "out_channels": 16, "patch_spatial": 2, "patch_temporal": 1,
@@ -149,7 +159,7 @@ _SPECS = {
                         {"t5xxl_model_config": _SMALL_T5}, 16, None),
 }
 TINY_FAMILIES = tuple(_SPECS)
-VIDEO_FAMILIES = ("Wan 2.1", "LTX-Video", "Mochi", "HunyuanVideo", "Cosmos Predict2")
+VIDEO_FAMILIES = ("Wan 2.1", "LTX-Video", "Mochi", "HunyuanVideo", "Cosmos 1.0", "Cosmos Predict2")
 # Families whose VAE this module can build (not the video VAEs of LTX-Video, Mochi, HunyuanVideo): the demo's list.
 DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt", "Cosmos Predict2")
 _WAN_VAE_FAMILIES = ("Wan 2.1", "Cosmos Predict2")      # both decode with the Wan 2.1 video VAE

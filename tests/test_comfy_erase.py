@@ -7,7 +7,7 @@ import torch
 from conftest import pack_module
 
 FAMILIES = ["SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "LTX-Video", "Mochi", "PixArt", "HunyuanVideo",
-            "Stable Cascade", "Cosmos Predict2"]
+            "Stable Cascade", "Cosmos Predict2", "Cosmos 1.0"]
 FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"
 # What each family must have edited, written independently of the pack's own family table.
 TEXT_LAYERS = {
@@ -24,6 +24,7 @@ TEXT_LAYERS = {
     "HunyuanVideo": r"^diffusion_model\.txt_in\.(input_embedder|c_embedder\.in_layer)\.weight$",
     "Stable Cascade": r"^diffusion_model\.clip_txt_mapper\.weight$",
     "Cosmos Predict2": r"^diffusion_model\.blocks\.\d+\.cross_attn\.[kv]_proj\.weight$",
+    "Cosmos 1.0": r"^diffusion_model\.blocks\.block\d+\.blocks\.1\.block\.attn\.to_[kv]\.0\.weight$",
 }
 POOLED = {"SDXL": "diffusion_model.label_emb.0.0.weight", "SD3": "diffusion_model.y_embedder.mlp.0.weight",
           "Flux": "diffusion_model.vector_in.in_layer.weight",
