@@ -60,6 +60,9 @@ class Family:
     # Refusal vector from denoiser activations: the output projections of the attention that brings
     # the text into the image/video stream; the last blocks' are edited (the paper: late blocks).
     denoiser_pattern: str | None = None
+    # An RMSNorm (weight key, eps) between the encoder and the edited layer (Lumina 2's cap_embedder):
+    # the edit is built from the rows as that layer reads them.
+    text_norm: tuple[str, float] | None = None
 
     def denoiser_layer_keys(self, state_dict_keys, blocks: int = 2) -> list[str]:
         """The last ``blocks`` layers (in state-dict order, i.e. depth order) for the denoiser source."""
@@ -141,6 +144,12 @@ FAMILIES: tuple[Family, ...] = (
                                             r"\.weight$"},
            pooled=PooledPath("diffusion_model.vector_in.in_layer.weight"),
            denoiser_pattern=_FLUX_IMG_ATTN_OUT),
+    Family("Lumina 2", ("Lumina2",),
+           encoder="Gemma-2 2B hidden states (2304 wide), RMS-normalised by cap_embedder.0",
+           segments=(TextSegment("gemma2_2b"),),
+           layer_patterns=_single_layer("diffusion_model.cap_embedder.1.weight"),
+           denoiser_pattern=r"^diffusion_model\.layers\.\d+\.attention\.out\.weight$",
+           text_norm=("diffusion_model.cap_embedder.0.weight", 1e-5)),
     Family("Cosmos 1.0", ("CosmosT2V", "CosmosI2V"),
            encoder="T5-XXL (Cosmos' 1024-wide T5) token embeddings, 512 rows",
            segments=(TextSegment("t5xxl"),),

@@ -13,7 +13,7 @@ from ..cure_core.edit import LayerEdit, edit_layer, format_layer_table
 from ..cure_core.families import LAYER_CHOICES, Family, family_for_config
 from ..cure_core.spectral import LowRankEraser, check_alpha, low_rank_eraser
 from .encoding import EncodedConcepts, encode_concepts
-from .patching import effective_weight, patched_clone
+from .patching import effective_weight, patched_clone, rows_as_read
 
 CATEGORY = "concept erasure"
 AUTO = 0.0
@@ -75,7 +75,8 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
         raise ValueError(f"The CLIP gives {forget_enc.rows.shape[1]}-wide embeddings but this {family.name} model's "
                          f"cross-attention reads {reference.shape[1]}-wide ones: connect the CLIP that belongs to "
                          "this model.")
-    forget_rows, retain_rows = _rows(forget_enc, reference.device), _rows(retain_enc, reference.device)
+    forget_rows = rows_as_read(model, family, _rows(forget_enc, reference.device))
+    retain_rows = rows_as_read(model, family, _rows(retain_enc, reference.device))
     eraser = low_rank_eraser(forget_rows, retain_rows, alpha_f, alpha_r)
     progress = comfy.utils.ProgressBar(len(keys) + int(with_pooled))
     edits = []
@@ -162,7 +163,7 @@ class EraseConceptsCURE(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to erase concepts from (SD1.x, SD2.x, SDXL, "
                                                 "SD3, Flux, Chroma, Wan 2.1/2.2, LTX-Video, Mochi, PixArt, HunyuanVideo, "
-                                                "Cosmos, Stable Cascade)."),
+                                                "Lumina 2, Cosmos, Stable Cascade)."),
                 io.Clip.Input("clip", tooltip="The CLIP that belongs to this model: concepts are encoded with it, "
                                               "including any CLIPSetLastLayer or CLIP LoRA applied before."),
                 io.String.Input("forget_concepts", multiline=True, default="",

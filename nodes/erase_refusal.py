@@ -12,7 +12,7 @@ from ..cure_core.concepts import parse_concepts
 from .denoiser_activations import capture_layer_inputs
 from .encoding import encode_prompts
 from .erase_cure import CATEGORY, check_strength, detect_family
-from .patching import effective_weight, patched_clone
+from .patching import effective_weight, patched_clone, rows_as_read
 
 # Where the activations come from: the text encoder (fast, edits the text-reading layers) or the
 # denoiser itself (the paper's method, edits attention output projections in the last blocks).
@@ -73,7 +73,7 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
         raise ValueError(f"No layers to edit found in this {family.name} model: is it a complete checkpoint?")
 
     if source == TEXT_SOURCE:
-        shared = _text_rows(model, clip, family, pairs, neutral)
+        shared = tuple(rows_as_read(model, family, r) for r in _text_rows(model, clip, family, pairs, neutral))
         width = comfy.utils.get_attr(model.model, keys[0]).shape[1]
         if shared[0].shape[1] != width:
             raise ValueError(f"The CLIP gives {shared[0].shape[1]}-wide embeddings but this {family.name} model reads "

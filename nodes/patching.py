@@ -8,6 +8,7 @@ import comfy.utils
 from comfy.weight_adapter import LoRAAdapter
 
 from ..cure_core.edit import LayerEdit
+from ..cure_core.families import Family
 
 
 def effective_weight(model, key: str) -> torch.Tensor:
@@ -23,6 +24,15 @@ def effective_weight(model, key: str) -> torch.Tensor:
     if model.patches.get(key):
         weight = comfy.lora.calculate_weight(model.patches[key], weight, key)
     return weight
+
+
+def rows_as_read(model, family: Family, rows: torch.Tensor | None) -> torch.Tensor | None:
+    """Encoder rows as the edited layers see them: through the family's RMSNorm when there is one."""
+    if rows is None or family.text_norm is None:
+        return rows
+    key, eps = family.text_norm
+    scale = effective_weight(model, key).to(rows.device)
+    return rows * torch.rsqrt(rows.pow(2).mean(-1, keepdim=True) + eps) * scale
 
 
 class ErasureAdapter(LoRAAdapter):

@@ -42,17 +42,20 @@ _SPIECE_WORDS = ("a an the of in on by with and photo painting picture image por
                  "violence blood star wars new hope detailed village quiet sunny over under").split()
 
 
-@functools.lru_cache(maxsize=1)
-def tiny_spiece_model() -> bytes:
-    """A small SentencePiece model (umT5 layout: pad 0, eos 1, unk 2; byte fallback, so every text
-    tokenizes), trained here in a second: Wan's umT5 tokenizer does not ship with ComfyUI."""
+@functools.lru_cache(maxsize=2)
+def tiny_spiece_model(with_bos: bool = False) -> bytes:
+    """A small SentencePiece model (umT5 layout: pad 0, eos 1, unk 2; Gemma layout with ``with_bos``:
+    pad 0, eos 1, bos 2, unk 3; byte fallback, so every text tokenizes), trained here in a second:
+    neither umT5's (Wan) nor Gemma's (Lumina 2) tokenizer ships with ComfyUI."""
     import sentencepiece
     sentences = [" ".join(_SPIECE_WORDS[(i * 7 + j * 3) % len(_SPIECE_WORDS)] for j in range(12))
                  for i in range(400)]
+    ids = {"pad_id": 0, "eos_id": 1, "bos_id": 2, "unk_id": 3} if with_bos else \
+        {"pad_id": 0, "eos_id": 1, "unk_id": 2, "bos_id": -1}
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences), model_writer=model, vocab_size=320, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, byte_fallback=True, num_threads=1, minloglevel=2)
+        byte_fallback=True, num_threads=1, minloglevel=2, **ids)
     return model.getvalue()
 
 
@@ -138,6 +141,14 @@ _SPECS = {
                         "block_repeat": [[1, 1], [1, 1]], "level_config": ["CTA", "CTA"], "c_clip_text": 32,
                         "c_clip_text_pooled": 32, "c_clip_img": 768, "c_clip_seq": 4},
                        {"clip_g_model_config": _SMALL_CLIP}, 16, None),
+    "Lumina 2": (comfy.supported_models.Lumina2,
+                 {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 64, "n_layers": 1,
+                  "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 2, "multiple_of": 16, "ffn_dim_multiplier": 1.0,
+                  "norm_eps": 1e-5, "qk_norm": True, "cap_feat_dim": 64, "axes_dims": [8, 12, 12],
+                  "axes_lens": [1, 64, 64], "rope_theta": 10000.0},
+                 {"gemma2_2b_model_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+                                             "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 320}},
+                 16, None),
     "Cosmos 1.0": (comfy.supported_models.CosmosT2V,
                    {"image_model": "cosmos", "max_img_h": 240, "max_img_w": 240, "max_frames": 128, "in_channels": 16,
                     "out_channels": 16, "patch_spatial": 2, "patch_temporal": 1, "model_channels": 64,
@@ -161,7 +172,7 @@ _SPECS = {
 TINY_FAMILIES = tuple(_SPECS)
 VIDEO_FAMILIES = ("Wan 2.1", "LTX-Video", "Mochi", "HunyuanVideo", "Cosmos 1.0", "Cosmos Predict2")
 # Families whose VAE this module can build (not the video VAEs of LTX-Video, Mochi, HunyuanVideo): the demo's list.
-DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt", "Cosmos Predict2")
+DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt", "Cosmos Predict2", "Lumina 2")
 _WAN_VAE_FAMILIES = ("Wan 2.1", "Cosmos Predict2")      # both decode with the Wan 2.1 video VAE
 
 
@@ -205,7 +216,9 @@ def tiny_clip(family: str, seed: int = 0, embedding_directory: str | None = None
     config_class, unet_config, clip_options, _, clip_target = _SPECS[family]
     config = config_class(dict(unet_config))
     target = clip_target(config) if clip_target else config.clip_target()
-    tokenizer_data = {"spiece_model": tiny_spiece_model()} if "umt5xxl_model_config" in clip_options else {}
+    tokenizer_data = {}
+    if "umt5xxl_model_config" in clip_options or "gemma2_2b_model_config" in clip_options:
+        tokenizer_data = {"spiece_model": tiny_spiece_model(with_bos="gemma2_2b_model_config" in clip_options)}
     clip = comfy.sd.CLIP(target=target, embedding_directory=embedding_directory, tokenizer_data=tokenizer_data,
                          model_options={**clip_options, "dtype": torch.float32})
     randomize(clip.cond_stage_model, seed + 1)

@@ -25,7 +25,7 @@ def latent_node(args: argparse.Namespace) -> dict:
     size = {"width": args.size, "height": args.size, "batch_size": 1}
     if args.family.startswith("Wan"):
         return {"class_type": "EmptyHunyuanLatentVideo", "inputs": {**size, "length": 1}}
-    if args.family in ("SD3", "Flux", "Chroma"):
+    if args.family in ("SD3", "Flux", "Chroma", "Lumina 2"):
         return {"class_type": "EmptySD3LatentImage", "inputs": size}
     return {"class_type": "EmptyLatentImage", "inputs": size}
 

@@ -7,7 +7,7 @@ import torch
 from conftest import pack_module
 
 FAMILIES = ["SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "LTX-Video", "Mochi", "PixArt", "HunyuanVideo",
-            "Stable Cascade", "Cosmos Predict2", "Cosmos 1.0"]
+            "Stable Cascade", "Cosmos Predict2", "Cosmos 1.0", "Lumina 2"]
 FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"
 # What each family must have edited, written independently of the pack's own family table.
 TEXT_LAYERS = {
@@ -25,7 +25,10 @@ TEXT_LAYERS = {
     "Stable Cascade": r"^diffusion_model\.clip_txt_mapper\.weight$",
     "Cosmos Predict2": r"^diffusion_model\.blocks\.\d+\.cross_attn\.[kv]_proj\.weight$",
     "Cosmos 1.0": r"^diffusion_model\.blocks\.block\d+\.blocks\.1\.block\.attn\.to_[kv]\.0\.weight$",
+    "Lumina 2": r"^diffusion_model\.cap_embedder\.1\.weight$",
 }
+# Lumina 2's edited layer reads the rows through an RMSNorm: the tests apply it themselves.
+RMS_NORM_BEFORE = {"Lumina2": ("diffusion_model.cap_embedder.0.weight", 1e-5)}
 POOLED = {"SDXL": "diffusion_model.label_emb.0.0.weight", "SD3": "diffusion_model.y_embedder.mlp.0.weight",
           "Flux": "diffusion_model.vector_in.in_layer.weight",
           "HunyuanVideo": "diffusion_model.vector_in.in_layer.weight",
@@ -73,9 +76,15 @@ def sample(comfy, model, clip, prompt="a painting by Van Gogh", seed=7):
 def rows(encoding, model, clip, concepts, kind_templates=("{}", "a painting by {}")):
     from cure_core.concepts import expand, parse_concepts
     from cure_core.families import family_for_config
-    segments = family_for_config(type(model.model.model_config).__name__).segments
-    return encoding.encode_concepts(clip, expand(parse_concepts(concepts), kind_templates), "concept + end token",
-                                    segments).rows
+    config_name = type(model.model.model_config).__name__
+    segments = family_for_config(config_name).segments
+    out = encoding.encode_concepts(clip, expand(parse_concepts(concepts), kind_templates), "concept + end token",
+                                   segments).rows
+    if config_name in RMS_NORM_BEFORE:
+        key, eps = RMS_NORM_BEFORE[config_name]
+        weight = model.model.state_dict()[key].float()
+        out = out / torch.sqrt(out.pow(2).mean(-1, keepdim=True) + eps) * weight
+    return out
 
 
 @pytest.mark.parametrize("family", FAMILIES)
