@@ -39,6 +39,7 @@ class TextSegment:
     tokens: str
     encoders: tuple[str, ...] = ()
     window: str | None = None
+    plain_text: bool = False        # the tokenizer ignores ComfyUI's weight syntax (Qwen-Image)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,13 @@ FAMILIES: tuple[Family, ...] = (
                                             r"\.weight$"},
            pooled=PooledPath("diffusion_model.vector_in.in_layer.weight"),
            denoiser_pattern=_FLUX_IMG_ATTN_OUT),
+    Family("Qwen-Image", ("QwenImage",),
+           encoder="Qwen2.5-VL 7B hidden states of the user message and the assistant header (3584 wide; the "
+                   "system template is cropped), RMS-normalised by txt_norm",
+           segments=(TextSegment("qwen25_7b", window="qwen image template", plain_text=True),),
+           layer_patterns=_single_layer("diffusion_model.txt_in.weight"),
+           denoiser_pattern=r"^diffusion_model\.transformer_blocks\.\d+\.attn\.to_out\.0\.weight$",
+           text_norm=("diffusion_model.txt_norm.weight", 1e-6)),
     Family("Lumina 2", ("Lumina2",),
            encoder="Gemma-2 2B hidden states (2304 wide), RMS-normalised by cap_embedder.0",
            segments=(TextSegment("gemma2_2b"),),

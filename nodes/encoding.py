@@ -57,7 +57,21 @@ def _llama3_user_message(flat: list[tuple]) -> tuple[int, int, int]:
     raise ValueError("The Llama tokens do not contain the user message of HunyuanVideo's template.")
 
 
-WINDOWS = {"llama3 user message": _llama3_user_message}
+def _qwen_image_template(flat: list[tuple]) -> tuple[int, int, int]:
+    """The rows Qwen-Image keeps: from the user message to the end (comfy/text_encoders/qwen_image.py drops
+    the system part up to the second <|im_start|> and its "user\\n")."""
+    ids = [t[0] for t in flat]
+    starts = [i for i, t in enumerate(ids) if t == 151644][:2]        # <|im_start|>
+    if len(starts) < 2:
+        raise ValueError("The Qwen tokens do not contain Qwen-Image's chat template.")
+    start = starts[1]
+    if len(ids) > start + 3 and ids[start + 1] == 872 and ids[start + 2] == 198:     # "user", "\n"
+        start += 3
+    end = ids.index(151645, start) if 151645 in ids[start:] else None                 # <|im_end|>
+    return start, len(ids), end
+
+
+WINDOWS = {"llama3 user message": _llama3_user_message, "qwen image template": _qwen_image_template}
 
 
 def row_window(segment: TextSegment, flat: list[tuple]) -> tuple[int, int, int | None]:
@@ -79,14 +93,36 @@ def _positions(marked: list[tuple], probe: list[tuple], segment: TextSegment) ->
     return PromptTokens(inside(concept), inside(content), None if end is None else end - start)
 
 
+def _aligned_positions(marked: list[tuple], base: list[tuple], segment: TextSegment) -> PromptTokens:
+    """For tokenizers that ignore weight syntax: the concept is what the prompt has and the same prompt
+    without the concept lacks (their common first and last tokens removed)."""
+    ids, base_ids = [t[0] for t in marked], [t[0] for t in base]
+    head = 0
+    while head < min(len(ids), len(base_ids)) and ids[head] == base_ids[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(ids), len(base_ids)) - head and ids[-1 - tail] == base_ids[-1 - tail]:
+        tail += 1
+    positions = _positions(marked, marked, segment)
+    start = row_window(segment, marked)[0]
+    concept = [p - start for p in range(head, len(ids) - tail)]
+    return PromptTokens([p for p in concept if p in positions.content], positions.content, positions.end)
+
+
 def locate_concept(clip, concept: str, prefix: str, suffix: str,
                    segments: list[TextSegment]) -> tuple[dict, dict]:
     """Tokens of ``prefix + concept + suffix`` and, per segment key, where the concept is in its rows."""
-    marked = clip.tokenize(f"{prefix}({_escape(concept)}:1.0){suffix}", return_word_ids=True)
+    plain = any(s.plain_text for s in segments)
+    text = f"{prefix}{concept}{suffix}" if plain else f"{prefix}({_escape(concept)}:1.0){suffix}"
+    marked = clip.tokenize(text, return_word_ids=True)
     missing = [s.tokens for s in segments if s.tokens not in marked]
     if missing:
         raise ValueError(f"This CLIP gives no {', '.join(map(repr, missing))} tokens, which the model reads: "
                          f"connect the text encoder(s) made for this model (it gives {', '.join(marked)}).")
+    if plain:
+        base = clip.tokenize(f"{prefix}{suffix}", return_word_ids=True)
+        return marked, {s.tokens: _aligned_positions(_flatten(marked, s.tokens), _flatten(base, s.tokens), s)
+                        for s in segments}
     probe = clip.tokenize(f"{prefix}({_escape(concept)}:1.1){suffix}", return_word_ids=True)
     return marked, {s.tokens: _positions(_flatten(marked, s.tokens), _flatten(probe, s.tokens), s) for s in segments}
 

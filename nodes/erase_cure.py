@@ -163,7 +163,7 @@ class EraseConceptsCURE(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to erase concepts from (SD1.x, SD2.x, SDXL, "
                                                 "SD3, Flux, Chroma, Wan 2.1/2.2, LTX-Video, Mochi, PixArt, HunyuanVideo, "
-                                                "Lumina 2, Cosmos, Stable Cascade)."),
+                                                "Qwen-Image, Lumina 2, Cosmos, Stable Cascade)."),
                 io.Clip.Input("clip", tooltip="The CLIP that belongs to this model: concepts are encoded with it, "
                                               "including any CLIPSetLastLayer or CLIP LoRA applied before."),
                 io.String.Input("forget_concepts", multiline=True, default="",

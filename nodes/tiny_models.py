@@ -141,6 +141,12 @@ _SPECS = {
                         "block_repeat": [[1, 1], [1, 1]], "level_config": ["CTA", "CTA"], "c_clip_text": 32,
                         "c_clip_text_pooled": 32, "c_clip_img": 768, "c_clip_seq": 4},
                        {"clip_g_model_config": _SMALL_CLIP}, 16, None),
+    "Qwen-Image": (comfy.supported_models.QwenImage,
+                   {"image_model": "qwen_image", "patch_size": 2, "in_channels": 64, "out_channels": 16,
+                    "num_layers": 1, "attention_head_dim": 32, "num_attention_heads": 2, "joint_attention_dim": 64,
+                    "axes_dims_rope": [8, 12, 12]},
+                   {"qwen25_7b_model_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                                               "num_attention_heads": 2, "num_key_value_heads": 1}}, 16, None),
     "Lumina 2": (comfy.supported_models.Lumina2,
                  {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 64, "n_layers": 1,
                   "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 2, "multiple_of": 16, "ffn_dim_multiplier": 1.0,
@@ -172,8 +178,9 @@ _SPECS = {
 TINY_FAMILIES = tuple(_SPECS)
 VIDEO_FAMILIES = ("Wan 2.1", "LTX-Video", "Mochi", "HunyuanVideo", "Cosmos 1.0", "Cosmos Predict2")
 # Families whose VAE this module can build (not the video VAEs of LTX-Video, Mochi, HunyuanVideo): the demo's list.
-DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt", "Cosmos Predict2", "Lumina 2")
-_WAN_VAE_FAMILIES = ("Wan 2.1", "Cosmos Predict2")      # both decode with the Wan 2.1 video VAE
+DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt", "Cosmos Predict2", "Lumina 2",
+                 "Qwen-Image")
+_WAN_VAE_FAMILIES = ("Wan 2.1", "Cosmos Predict2", "Qwen-Image")      # they decode with the Wan 2.1 VAE
 
 
 @torch.no_grad()
@@ -221,6 +228,9 @@ def tiny_clip(family: str, seed: int = 0, embedding_directory: str | None = None
         tokenizer_data = {"spiece_model": tiny_spiece_model(with_bos="gemma2_2b_model_config" in clip_options)}
     clip = comfy.sd.CLIP(target=target, embedding_directory=embedding_directory, tokenizer_data=tokenizer_data,
                          model_options={**clip_options, "dtype": torch.float32})
+    qwen = getattr(clip.cond_stage_model, "qwen25_7b", None)
+    if qwen is not None:     # Qwen-VL's 630 M-parameter vision tower: text prompts never reach it
+        qwen.transformer.visual = None
     randomize(clip.cond_stage_model, seed + 1)
     return clip
 

@@ -21,11 +21,11 @@ from scripts.comfy_server import ComfyServer  # noqa: E402
 
 
 def latent_node(args: argparse.Namespace) -> dict:
-    """An empty latent of the family's kind: 4-channel SD, 16-channel SD3/Flux/Chroma, or one Wan video frame."""
+    """An empty latent of the family's kind: 4-channel SD, 16-channel SD3/Flux/..., or one video frame."""
     size = {"width": args.size, "height": args.size, "batch_size": 1}
-    if args.family.startswith("Wan"):
+    if args.family in ("Wan 2.1", "Cosmos Predict2"):
         return {"class_type": "EmptyHunyuanLatentVideo", "inputs": {**size, "length": 1}}
-    if args.family in ("SD3", "Flux", "Chroma", "Lumina 2"):
+    if args.family in ("SD3", "Flux", "Chroma", "Lumina 2", "Qwen-Image"):
         return {"class_type": "EmptySD3LatentImage", "inputs": size}
     return {"class_type": "EmptyLatentImage", "inputs": size}
 
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--retain", default="Claude Monet", help="concepts to keep, one per line")
     parser.add_argument("--kind", default="style", help="style, object, identity, explicit content or raw text")
     parser.add_argument("--prompt", default="a starry night over a village, painting by Van Gogh")
-    parser.add_argument("--family", default="SD1.x", help="SD1.x, SD2.x, SDXL, SD3, Flux, Chroma or 'Wan 2.1': the tiny demo model "
+    parser.add_argument("--family", default="SD1.x", help="a family of the demo node (SD1.x, SDXL, Flux, 'Wan 2.1', ...): the tiny model "
                                                           "to build, or the family of --checkpoint")
     parser.add_argument("--checkpoint", help="a real checkpoint file (model, CLIP and VAE in one) to use instead")
     parser.add_argument("--seed", type=int, default=42)

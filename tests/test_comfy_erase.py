@@ -7,7 +7,7 @@ import torch
 from conftest import pack_module
 
 FAMILIES = ["SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "LTX-Video", "Mochi", "PixArt", "HunyuanVideo",
-            "Stable Cascade", "Cosmos Predict2", "Cosmos 1.0", "Lumina 2"]
+            "Stable Cascade", "Cosmos Predict2", "Cosmos 1.0", "Lumina 2", "Qwen-Image"]
 FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"
 # What each family must have edited, written independently of the pack's own family table.
 TEXT_LAYERS = {
@@ -26,9 +26,11 @@ TEXT_LAYERS = {
     "Cosmos Predict2": r"^diffusion_model\.blocks\.\d+\.cross_attn\.[kv]_proj\.weight$",
     "Cosmos 1.0": r"^diffusion_model\.blocks\.block\d+\.blocks\.1\.block\.attn\.to_[kv]\.0\.weight$",
     "Lumina 2": r"^diffusion_model\.cap_embedder\.1\.weight$",
+    "Qwen-Image": r"^diffusion_model\.txt_in\.weight$",
 }
-# Lumina 2's edited layer reads the rows through an RMSNorm: the tests apply it themselves.
-RMS_NORM_BEFORE = {"Lumina2": ("diffusion_model.cap_embedder.0.weight", 1e-5)}
+# Lumina 2's and Qwen-Image's edited layers read the rows through an RMSNorm: the tests apply it themselves.
+RMS_NORM_BEFORE = {"Lumina2": ("diffusion_model.cap_embedder.0.weight", 1e-5),
+                   "QwenImage": ("diffusion_model.txt_norm.weight", 1e-6)}
 POOLED = {"SDXL": "diffusion_model.label_emb.0.0.weight", "SD3": "diffusion_model.y_embedder.mlp.0.weight",
           "Flux": "diffusion_model.vector_in.in_layer.weight",
           "HunyuanVideo": "diffusion_model.vector_in.in_layer.weight",

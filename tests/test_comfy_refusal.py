@@ -96,6 +96,7 @@ DENOISER_LAYERS = {
     "HunyuanVideo": {"diffusion_model.double_blocks.0.img_attn.proj.weight"},
     "Cosmos Predict2": {"diffusion_model.blocks.0.cross_attn.output_proj.weight"},
     "Lumina 2": {"diffusion_model.layers.0.attention.out.weight"},
+    "Qwen-Image": {"diffusion_model.transformer_blocks.0.attn.to_out.0.weight"},
     "Cosmos 1.0": {"diffusion_model.blocks.block0.blocks.1.block.attn.to_out.0.weight",
                    "diffusion_model.blocks.block1.blocks.1.block.attn.to_out.0.weight"},
     "Stable Cascade": {"diffusion_model.up_blocks.0.2.attention.attn.out_proj.weight",

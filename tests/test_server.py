@@ -15,7 +15,8 @@ RUNS = {"erase_style_sd15.json": ("SD1.x", 64), "erase_artist_sd21.json": ("SD2.
         "erase_character_flux.json": ("Flux", 64), "erase_style_chroma.json": ("Chroma", 64),
         "erase_violence_wan21.json": ("Wan 2.1", 64), "erase_style_pixart.json": ("PixArt", 512),
         "refusal_nudity_wan21.json": ("Wan 2.1", 64), "refusal_nudity_flux.json": ("Flux", 64),
-        "erase_logo_cosmos_predict2.json": ("Cosmos Predict2", 64), "erase_style_lumina2.json": ("Lumina 2", 64)}
+        "erase_logo_cosmos_predict2.json": ("Cosmos Predict2", 64), "erase_style_lumina2.json": ("Lumina 2", 64),
+        "erase_logo_qwen_image.json": ("Qwen-Image", 64)}
 # Validated by the server only: the pack has no tiny video VAE of their kind to run them with.
 VALIDATE_ONLY = {"erase_smoking_ltxv.json", "erase_object_mochi.json", "erase_celebrity_hunyuanvideo.json",
                  "erase_character_stable_cascade.json", "erase_object_cosmos1.json"}
