@@ -159,8 +159,9 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
           f"{len(forget_prompts) + len(retain_prompts)} prompts encoded")
 
     def encode():
-        return (encoding.encode_concepts(clip, forget_prompts, selection, family_spec.segments).rows,
-                encoding.encode_concepts(clip, retain_prompts, selection, family_spec.segments).rows)
+        forget, retain = encoding.encode_concept_sets(clip, [forget_prompts, retain_prompts], selection,
+                                                      family_spec.segments)
+        return forget.rows, retain.rows
 
     if encode_for_real:
         t_encode, spread_encode, (forget_rows, retain_rows) = timed(encode, device, repeats)
@@ -212,7 +213,8 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
 
     edits = edit.edit_layers(weights, spectral.low_rank_eraser(forget_rows, retain_rows, 2.0, 2.0),
                              forget_rows, retain_rows)
-    t_patch, spread_patch, patched = timed(lambda: patching.patched_clone(model, edits, 1.0), device, repeats)
+    t_patch, spread_patch, patched = timed(lambda: patching.patched_clone(model, edits, 1.0, {"method": "benchmark"}),
+                                           device, repeats)
 
     def row(name, median, spread):
         print(f"   {name:<44} {median:9.2f} ms   (min {spread[0]:.2f}, max {spread[1]:.2f})")

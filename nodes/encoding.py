@@ -173,31 +173,40 @@ def encode_token_rows(clip, token_dicts: list[dict], segments: list[TextSegment]
     return out
 
 
-def encode_concepts(clip, prompts: list[tuple[str, str, str]], selection: str, segments: tuple[TextSegment, ...],
-                    with_pooled: bool = False) -> EncodedConcepts:
-    """Encode every ``(concept, prefix, suffix)`` prompt and keep the selected rows of every segment."""
-    if not prompts:
+def encode_concept_sets(clip, prompt_sets: list[list[tuple[str, str, str]]], selection: str,
+                        segments: tuple[TextSegment, ...], with_pooled: bool = False) -> list[EncodedConcepts | None]:
+    """Encode the ``(concept, prefix, suffix)`` prompts of every set (forget, retain) in one batch and keep
+    the selected rows of every segment; an empty set gives ``None``."""
+    if not any(prompt_sets):
         raise ValueError("No concept prompts to encode.")
     active = active_segments(clip, segments)
     keys = [s.tokens for s in active]
-    located = [_Prompt(concept, *locate_concept(clip, concept, prefix, suffix, active))
-               for concept, prefix, suffix in prompts]
-    for prompt in located:
+    located = [[_Prompt(concept, *locate_concept(clip, concept, prefix, suffix, active))
+                for concept, prefix, suffix in prompts] for prompts in prompt_sets]
+    flat = [prompt for prompts in located for prompt in prompts]
+    for prompt in flat:
         if not any(p.concept for p in prompt.positions.values()):
             raise ValueError(f"The concept {prompt.concept!r} tokenizes to nothing with this text encoder: "
                              "use words the tokenizer knows.")
-    encoded = encode_token_rows(clip, [p.tokens for p in located], active)
-    rows, counts = [], {}
-    for prompt, per_key in zip(located, encoded):
-        for key in keys:
-            picked = prompt.positions[key].select(selection)
-            rows.append(per_key[key][picked])
-            counts[prompt.concept] = counts.get(prompt.concept, 0) + len(picked)
-    pooled = None
-    if with_pooled:
-        pooled = torch.cat([clip.encode_from_tokens(p.tokens, return_pooled=True)[1].float().reshape(1, -1)
-                            for p in located])
-    return EncodedConcepts(torch.cat(rows), counts, tuple(keys), pooled)
+    encoded = iter(encode_token_rows(clip, [p.tokens for p in flat], active))
+    results: list[EncodedConcepts | None] = []
+    for prompts in located:
+        if not prompts:
+            results.append(None)
+            continue
+        rows, counts = [], {}
+        for prompt in prompts:
+            per_key = next(encoded)
+            for key in keys:
+                picked = prompt.positions[key].select(selection)
+                rows.append(per_key[key][picked])
+                counts[prompt.concept] = counts.get(prompt.concept, 0) + len(picked)
+        pooled = None
+        if with_pooled:     # ComfyUI returns the pooled vector of the first section only: one pass per prompt
+            pooled = torch.cat([clip.encode_from_tokens(p.tokens, return_pooled=True)[1].float().reshape(1, -1)
+                                for p in prompts])
+        results.append(EncodedConcepts(torch.cat(rows), counts, tuple(keys), pooled))
+    return results
 
 
 @dataclass(frozen=True)

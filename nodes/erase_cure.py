@@ -12,7 +12,7 @@ from ..cure_core.concepts import (CONCEPT_KINDS, DEFAULT_ALPHA, TOKEN_SELECTIONS
 from ..cure_core.edit import LayerEdit, edit_layer, format_layer_table
 from ..cure_core.families import LAYER_CHOICES, Family, family_for_config
 from ..cure_core.spectral import LowRankEraser, check_alpha, low_rank_eraser
-from .encoding import EncodedConcepts, encode_concepts
+from .encoding import EncodedConcepts, encode_concept_sets
 from .patching import effective_weight, patched_clone, rows_as_read
 
 CATEGORY = "concept erasure"
@@ -67,9 +67,8 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
         raise ValueError(f"No text-reading layers found in this {family.name} model: is it a complete checkpoint?")
 
     with_pooled = erase_pooled and family.pooled is not None
-    forget_enc = encode_concepts(clip, expand(forget, templates), token_selection, family.segments, with_pooled)
-    retain_enc = (encode_concepts(clip, expand(retain, templates), token_selection, family.segments, with_pooled)
-                  if retain else None)
+    forget_enc, retain_enc = encode_concept_sets(clip, [expand(forget, templates), expand(retain, templates)],
+                                                 token_selection, family.segments, with_pooled)
     reference = comfy.utils.get_attr(model.model, keys[0])           # shape and device, no copy
     if forget_enc.rows.shape[1] != reference.shape[1]:
         raise ValueError(f"The CLIP gives {forget_enc.rows.shape[1]}-wide embeddings but this {family.name} model's "

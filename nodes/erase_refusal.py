@@ -83,16 +83,24 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
         rows = _denoiser_rows(model, clip, keys, pairs, neutral, denoiser_steps, denoiser_size)
 
     # The edit's strength is inside the eraser (P = λ q qᵀ), so the patch goes on at strength 1.
+    device = comfy.utils.get_attr(model.model, keys[0]).device
+    built: dict[int, tuple] = {}     # the text source shares one set of rows, hence one eraser, across layers
+
+    def eraser_for(key):
+        if id(rows[key]) not in built:
+            unsafe, safe, neutral_rows = (None if r is None else r.to(device) for r in rows[key])
+            eraser = refusal_eraser(unsafe, safe, neutral_rows, rank, contrast, strength, mode)
+            # forget = what the concept adds (unsafe − safe): the share of it removed is what the report says
+            built[id(rows[key])] = (eraser, unsafe - safe, neutral_rows)
+        return built[id(rows[key])]
+
     progress = comfy.utils.ProgressBar(len(keys))
     edits, kept, n_rows = [], [], []
     for key in keys:
-        weight = effective_weight(model, key)
-        unsafe, safe, neutral_rows = (None if r is None else r.to(weight.device) for r in rows[key])
-        eraser = refusal_eraser(unsafe, safe, neutral_rows, rank, contrast, strength, mode)
-        # forget = what the concept adds (unsafe − safe): the share of it removed is what the report says
-        edits.append(edit_layer(key, weight, eraser, unsafe - safe, neutral_rows))
+        eraser, differences, neutral_rows = eraser_for(key)
+        edits.append(edit_layer(key, effective_weight(model, key), eraser, differences, neutral_rows))
         kept.append(eraser.rank)
-        n_rows.append((len(unsafe), 0 if neutral_rows is None else len(neutral_rows)))
+        n_rows.append((len(differences), 0 if neutral_rows is None else len(neutral_rows)))
         progress.update(1)
     recipe = {"method": "low-rank refusal vector", "family": family.name, "pairs": pairs_text.strip(),
               "neutral_prompts": "\n".join(neutral), "rank": str(rank), "contrast": f"{contrast:g}",

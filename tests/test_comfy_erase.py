@@ -80,8 +80,8 @@ def rows(encoding, model, clip, concepts, kind_templates=("{}", "a painting by {
     from cure_core.families import family_for_config
     config_name = type(model.model.model_config).__name__
     segments = family_for_config(config_name).segments
-    out = encoding.encode_concepts(clip, expand(parse_concepts(concepts), kind_templates), "concept + end token",
-                                   segments).rows
+    out = encoding.encode_concept_sets(clip, [expand(parse_concepts(concepts), kind_templates)],
+                                       "concept + end token", segments)[0].rows
     if config_name in RMS_NORM_BEFORE:
         key, eps = RMS_NORM_BEFORE[config_name]
         weight = model.model.state_dict()[key].float()
@@ -197,8 +197,8 @@ def test_pooled_path_is_edited_on_request(family, built, erase, comfy, encoding)
     patched, report = erase(model, clip, FORGET, "", erase_pooled=True, alpha_forget=1e8)
     assert key in patched.patches and "Pooled path" in report
     segments = family_for_config(type(model.model.model_config).__name__).segments
-    pooled = encoding.encode_concepts(clip, expand(["Van Gogh", "Starry Night"], TEMPLATES["style"]),
-                                      "concept + end token", segments, with_pooled=True).pooled
+    pooled = encoding.encode_concept_sets(clip, [expand(["Van Gogh", "Starry Night"], TEMPLATES["style"])],
+                                          "concept + end token", segments, with_pooled=True)[0].pooled
     width = pooled.shape[1]
     original = loaded_weights(comfy, model, [key])[key]
     edited = loaded_weights(comfy, patched, [key])[key]
