@@ -12,7 +12,7 @@ import comfy.utils
 import folder_paths
 
 from .erase_cure import CATEGORY
-from .patching import ErasureAdapter
+from .patching import ErasureAdapter, original_weight
 
 LORA_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -42,14 +42,12 @@ def erasure_lora(model, dtype: torch.dtype = torch.float16) -> tuple[dict[str, t
         raise ValueError("This MODEL carries no erasure: connect the model output of an Erase Concepts node.")
     state_dict = {}
     digest = hashlib.sha256()
-    base = model.get_key_patches("diffusion_model.")
     for key in sorted(factors):
         name = key.removesuffix(".weight")
         state_dict[f"{name}.lora_up.weight"] = torch.cat([u for u, _ in factors[key]], dim=1).to(dtype).contiguous()
         state_dict[f"{name}.lora_down.weight"] = torch.cat([d for _, d in factors[key]], dim=0).to(dtype).contiguous()
-        original = base[key][0][0]
         digest.update(key.encode())
-        digest.update(original.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        digest.update(original_weight(model, key).detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     metadata = {"erasure_recipes": json.dumps(recipes), "erasure_base_weights_sha256": digest.hexdigest(),
                 "erasure_layers": str(len(factors)), "ss_network_module": "comfyui-concept-erasure"}
     return state_dict, metadata

@@ -11,16 +11,19 @@ from ..cure_core.edit import LayerEdit
 from ..cure_core.families import Family
 
 
+def original_weight(model, key: str) -> torch.Tensor:
+    """The weight as loaded, before any patch: ComfyUI's backup while another clone is patched in."""
+    backup = model.backup.get(key)
+    return backup.weight if backup is not None else comfy.utils.get_attr(model.model, key)
+
+
 def effective_weight(model, key: str) -> torch.Tensor:
     """The weight as this MODEL would use it, in float32 on its device: the original weight plus
     the patches already on the clone (so a LoRA placed before the eraser is erased too).
 
-    The original is read from ComfyUI's backup when another clone is currently patched in,
-    so whatever is loaded on the device never leaks into the computation.
+    Starts from :func:`original_weight`, so whatever is loaded on the device never leaks in.
     """
-    backup = model.backup.get(key)
-    weight = backup.weight if backup is not None else comfy.utils.get_attr(model.model, key)
-    weight = weight.detach().to(torch.float32, copy=True)
+    weight = original_weight(model, key).detach().to(torch.float32, copy=True)
     if model.patches.get(key):
         weight = comfy.lora.calculate_weight(model.patches[key], weight, key)
     return weight

@@ -175,8 +175,6 @@ _SPECS = {
                          "rope_w_extrapolation_ratio": 4.0, "rope_t_extrapolation_ratio": 1.0},
                         {"t5xxl_model_config": _SMALL_T5}, 16, None),
 }
-TINY_FAMILIES = tuple(_SPECS)
-VIDEO_FAMILIES = ("Wan 2.1", "LTX-Video", "Mochi", "HunyuanVideo", "Cosmos 1.0", "Cosmos Predict2")
 # Families whose VAE this module can build (not the video VAEs of LTX-Video, Mochi, HunyuanVideo): the demo's list.
 DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt", "Cosmos Predict2", "Lumina 2",
                  "Qwen-Image")
