@@ -8,10 +8,12 @@ from comfy_api.latest import ComfyExtension, io
 from .demo import TinyDemoModel
 from .erase_cure import EraseConceptsCURE
 from .erase_refusal import EraseConceptsRefusal
+from .erasure_files import ApplyErasureFile, CombineErasureFiles, SaveErasure
 from .export import SaveErasureLoRA
 
 
 class ConceptErasureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [EraseConceptsCURE, EraseConceptsRefusal, SaveErasureLoRA, TinyDemoModel]
+        return [EraseConceptsCURE, EraseConceptsRefusal, SaveErasure, ApplyErasureFile,
+                CombineErasureFiles, SaveErasureLoRA, TinyDemoModel]

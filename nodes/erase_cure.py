@@ -10,6 +10,7 @@ from comfy_api.latest import io, ui
 from ..cure_core.concepts import (CONCEPT_KINDS, DEFAULT_ALPHA, TOKEN_SELECTIONS, expand, parse_concepts,
                                   parse_templates)
 from ..cure_core.edit import LayerEdit, edit_layer, format_layer_table
+from ..cure_core.erasure_file import CURE_METHOD, ConceptRows, number_text
 from ..cure_core.families import LAYER_CHOICES, Family, family_for_config
 from ..cure_core.spectral import LowRankEraser, check_alpha, low_rank_eraser
 from .encoding import EncodedConcepts, encode_concept_sets
@@ -74,9 +75,40 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
         raise ValueError(f"The CLIP gives {forget_enc.rows.shape[1]}-wide embeddings but this {family.name} model's "
                          f"cross-attention reads {reference.shape[1]}-wide ones: connect the CLIP that belongs to "
                          "this model.")
-    forget_rows = rows_as_read(model, family, _rows(forget_enc, reference.device))
-    retain_rows = rows_as_read(model, family, _rows(retain_enc, reference.device))
+    recipe = {"method": CURE_METHOD, "family": family.name, "forget": "\n".join(forget),
+              "retain": "\n".join(retain), "concept_kind": kind, "templates": "\n".join(templates),
+              "alpha_forget": number_text(alpha_f), "alpha_retain": number_text(alpha_r),
+              "strength": number_text(strength), "token_selection": token_selection, "layers": layers,
+              "erase_pooled": str(bool(with_pooled)),
+              "text_outputs": ", ".join(forget_enc.segments)}
+    rows = concept_rows(forget_enc, retain_enc, len(templates))
+    return erase_rows(model, family, keys, rows, recipe, erase_pooled)
+
+
+def concept_rows(forget: EncodedConcepts, retain: EncodedConcepts | None, templates: int) -> dict[str, ConceptRows]:
+    """The encoded sets, grouped by concept (pooled vectors: one per prompt, ``templates`` per concept)."""
+    rows = {}
+    for name, encoded in (("forget", forget), ("retain", retain)):
+        if encoded is None:
+            continue
+        concepts = tuple(encoded.tokens_per_concept)
+        rows[name] = ConceptRows(concepts, tuple(encoded.tokens_per_concept.values()), encoded.rows)
+        if encoded.pooled is not None:
+            rows[f"pooled_{name}"] = ConceptRows(concepts, (templates,) * len(concepts), encoded.pooled)
+    return rows
+
+
+def erase_rows(model, family: Family, keys: list[str], rows: dict[str, ConceptRows], recipe: dict[str, str],
+               erase_pooled: bool = False):
+    """The erasure of the encoded concept sets ``rows`` (raw encoder rows) with the recipe's α and strength:
+    ``(patched clone, report)``. Shared by the erase node and by merging saved erasures."""
+    alpha_f, alpha_r = float(recipe["alpha_forget"]), float(recipe["alpha_retain"])
+    strength = float(recipe["strength"])
+    device = comfy.utils.get_attr(model.model, keys[0]).device
+    forget_rows = rows_as_read(model, family, rows["forget"].rows.to(device))
+    retain_rows = rows_as_read(model, family, rows["retain"].rows.to(device)) if "retain" in rows else None
     eraser = low_rank_eraser(forget_rows, retain_rows, alpha_f, alpha_r)
+    with_pooled = "pooled_forget" in rows
     progress = comfy.utils.ProgressBar(len(keys) + int(with_pooled))
     edits = []
     for key in keys:   # one float32 copy of one weight at a time (SDXL has 140 such weights)
@@ -84,58 +116,55 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
         progress.update(1)
     pooled_edit = None
     if with_pooled:
-        pooled_edit = _pooled_edit(model, family, forget_enc, retain_enc, alpha_f, alpha_r)
+        pooled_edit = _pooled_edit(model, family, rows["pooled_forget"].rows, rows.get("pooled_retain"), alpha_f,
+                                   alpha_r)
         edits.append(pooled_edit)
         progress.update(1)
-
-    recipe = {"method": "CURE spectral eraser", "family": family.name, "forget": "\n".join(forget),
-              "retain": "\n".join(retain), "concept_kind": kind, "templates": "\n".join(templates),
-              "alpha_forget": f"{alpha_f:g}", "alpha_retain": f"{alpha_r:g}", "strength": f"{strength:g}",
-              "token_selection": token_selection, "layers": layers, "erase_pooled": str(bool(with_pooled))}
-    patched = patched_clone(model, edits, strength, recipe)
-    report = _report(family, model, forget, retain, forget_enc, retain_enc, templates, alpha_f, alpha_r, strength,
-                     layers, token_selection, eraser, edits, pooled_edit, erase_pooled)
+    spectra = {"forget_energy": eraser.energy, "forget_gains": eraser.gains}
+    if eraser.retain_energy is not None:
+        spectra.update(retain_energy=eraser.retain_energy, retain_gains=eraser.retain_gains)
+    patched = patched_clone(model, edits, strength, recipe, rows, spectra)
+    report = _report(family, model, recipe, rows, eraser, edits, pooled_edit, erase_pooled)
     return patched, report
 
 
-def _rows(encoded: EncodedConcepts | None, device: torch.device) -> torch.Tensor | None:
-    return None if encoded is None else encoded.rows.to(device)
-
-
-def _pooled_edit(model, family: Family, forget_enc: EncodedConcepts, retain_enc: EncodedConcepts | None,
+def _pooled_edit(model, family: Family, forget: torch.Tensor, retain: ConceptRows | None,
                  alpha_f: float, alpha_r: float) -> LayerEdit:
     """The same spectral edit on the pooled vector, applied to the leading columns of the pooled layer."""
     key = family.pooled.key
     weight = effective_weight(model, key)
-    width = forget_enc.pooled.shape[1]
+    width = forget.shape[1]
     if weight.shape[1] < width:
         raise ValueError(f"{key} reads {weight.shape[1]} features, fewer than the {width}-wide pooled vector.")
-    retain_pooled = None if retain_enc is None else retain_enc.pooled.to(weight.device)
-    eraser = low_rank_eraser(forget_enc.pooled.to(weight.device), retain_pooled, alpha_f, alpha_r)
-    return edit_layer(key, weight, eraser, forget_enc.pooled, retain_pooled, columns=width)
+    forget = forget.to(weight.device)
+    retain_pooled = None if retain is None else retain.rows.to(weight.device)
+    eraser = low_rank_eraser(forget, retain_pooled, alpha_f, alpha_r)
+    return edit_layer(key, weight, eraser, forget, retain_pooled, columns=width)
 
 
-def _report(family, model, forget, retain, forget_enc, retain_enc, templates, alpha_f, alpha_r, strength, layers,
-            token_selection, eraser: LowRankEraser, edits: list[LayerEdit], pooled_edit, erase_pooled) -> str:
-    def counts(enc: EncodedConcepts) -> str:
-        return ", ".join(f"{c} ({n} rows)" for c, n in enc.tokens_per_concept.items())
+def _report(family: Family, model, recipe: dict[str, str], rows: dict[str, ConceptRows], eraser: LowRankEraser,
+            edits: list[LayerEdit], pooled_edit: LayerEdit | None, erase_pooled: bool) -> str:
+    def counts(concept_rows: ConceptRows) -> str:
+        return ", ".join(f"{c} ({n} rows)" for c, n in zip(concept_rows.concepts, concept_rows.counts))
 
+    templates = recipe["templates"].splitlines()
     text_edits = [e for e in edits if e is not pooled_edit]
     removed = [e.forget_removed for e in text_edits]
+    layers, strength = recipe["layers"], recipe["strength"]
     lines = [
         f"CURE Spectral Eraser on {family.name} (ComfyUI model type {type(model.model.model_config).__name__})",
-        f"Embeddings: {family.encoder}; rows from tokenizer output(s) {', '.join(forget_enc.segments)}: "
-        f"{token_selection}; {len(templates)} template(s) per concept",
-        f"Forget (alpha {alpha_f:g}): {counts(forget_enc)}",
-        f"Retain (alpha {alpha_r:g}): {counts(retain_enc) if retain_enc else 'none'}",
+        f"Embeddings: {family.encoder}; rows from tokenizer output(s) {recipe['text_outputs']}: "
+        f"{recipe['token_selection']}; {len(templates)} template(s) per concept",
+        f"Forget (alpha {recipe['alpha_forget']}): {counts(rows['forget'])}",
+        f"Retain (alpha {recipe['alpha_retain']}): {counts(rows['retain']) if 'retain' in rows else 'none'}",
         f"Erased subspace: rank {eraser.rank} of {eraser.dim}; top energy shares "
         + ", ".join(f"{float(r):.3f}" for r in eraser.energy[:5]),
-        f"Edited {len(text_edits)} layer{'' if len(text_edits) == 1 else 's'} ({layers}) at strength {strength:g}; patches hold "
+        f"Edited {len(text_edits)} layer{'' if len(text_edits) == 1 else 's'} ({layers}) at strength {strength}; patches hold "
         f"{sum(e.numel for e in edits) * 4 / 2**20:.2f} MiB",
         f"Forget output energy removed at full strength: mean {sum(removed) / len(removed):.2%}, "
         f"min {min(removed):.2%}, max {max(removed):.2%}",
     ]
-    if retain_enc is not None:
+    if "retain" in rows:
         moved = [e.retain_change for e in text_edits]
         lines.append(f"Retained outputs moved: mean {sum(moved) / len(moved):.2%}, max {max(moved):.2%}")
     if pooled_edit is not None:
