@@ -10,10 +10,12 @@ from .erase_cure import EraseConceptsCURE
 from .erase_refusal import EraseConceptsRefusal
 from .erasure_files import ApplyErasureFile, CombineErasureFiles, SaveErasure
 from .export import SaveErasureLoRA
+from .presets import ConceptPreset
+from .spectrum import ErasureSpectrum
 
 
 class ConceptErasureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [EraseConceptsCURE, EraseConceptsRefusal, SaveErasure, ApplyErasureFile,
-                CombineErasureFiles, SaveErasureLoRA, TinyDemoModel]
+        return [EraseConceptsCURE, ConceptPreset, EraseConceptsRefusal, SaveErasure, ApplyErasureFile,
+                CombineErasureFiles, ErasureSpectrum, SaveErasureLoRA, TinyDemoModel]
