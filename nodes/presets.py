@@ -7,6 +7,9 @@ from ..cure_core.concepts import CONCEPT_KINDS
 from ..cure_core.presets import PRESET_NAMES, PRESETS, resolve_preset
 from .erase_cure import CATEGORY
 
+# A dropdown value: ComfyUI types a V3 dropdown input "COMBO", and only an output of that type links to it.
+KindOutput = io.Custom("COMBO")
+
 
 class ConceptPreset(io.ComfyNode):
     """A separate node (not a widget on the erase node) so that saved workflows keep their widget order."""
@@ -36,8 +39,8 @@ class ConceptPreset(io.ComfyNode):
             outputs=[
                 io.String.Output(display_name="forget_concepts", tooltip="To Erase Concepts' forget_concepts."),
                 io.String.Output(display_name="retain_concepts", tooltip="To Erase Concepts' retain_concepts."),
-                io.Combo.Output(display_name="concept_kind", options=list(CONCEPT_KINDS),
-                                tooltip="To Erase Concepts' concept_kind."),
+                KindOutput.Output(display_name="concept_kind",
+                                  tooltip=f"To Erase Concepts' concept_kind (one of: {', '.join(CONCEPT_KINDS)})."),
                 io.String.Output(display_name="templates", tooltip="To Erase Concepts' templates."),
                 io.Float.Output(display_name="alpha_forget", tooltip="To Erase Concepts' alpha_forget."),
                 io.Float.Output(display_name="alpha_retain", tooltip="To Erase Concepts' alpha_retain."),
