@@ -73,6 +73,14 @@ _SPECS = {
     "SD1.x": (comfy.supported_models.SD15,
               {**_UNET_COMMON, "adm_in_channels": None, "use_linear_in_transformer": False},
               {"clip_l_model_config": {**_SMALL_CLIP, "hidden_size": 64}}, 4, None),
+    # The smallest SD1.x UNet that ComfyUI's loaders recognise from its state dict (they match SD15 on
+    # model_channels 320 and context_dim 768): one level, one ResBlock, 26 M parameters. Test-only
+    # (baked checkpoints written by the stock save nodes and read back by the stock loaders).
+    "SD1.x loadable": (comfy.supported_models.SD15,
+                       {**_UNET_COMMON, "adm_in_channels": None, "use_linear_in_transformer": False,
+                        "model_channels": 320, "context_dim": 768, "channel_mult": [1], "num_res_blocks": [1],
+                        "transformer_depth": [1], "transformer_depth_output": [1, 1]},
+                       {"clip_l_model_config": {**_SMALL_CLIP, "hidden_size": 768}}, 4, None),
     "SD2.x": (comfy.supported_models.SD20,
               {**_UNET_COMMON, "adm_in_channels": None, "use_linear_in_transformer": True, "model_channels": 64},
               {"clip_h_model_config": {**_SMALL_CLIP, "hidden_size": 64}}, 4, None),
