@@ -11,6 +11,8 @@ Use on its own (rows of every matrix are embeddings)::
 
 Modules: :mod:`.spectral` (the math), :mod:`.edit` (per-layer low-rank updates and their
 measures), :mod:`.concepts` (concept lists, templates, token selection),
-:mod:`.families` (which layers read text in each model family).
+:mod:`.families` (which layers read text in each model family), :mod:`.refusal` (the low-rank
+refusal vector), :mod:`.erasure_file` (saved erasures and the union of several), :mod:`.presets`
+(curated concept lists).
 """
 __version__ = "0.1.0"
