@@ -132,6 +132,16 @@ def test_files_for_another_model_are_refused_and_change_nothing(built, erase, fi
         files.combine_erasure_files(other_weights, [("erasure", erasure_file)])
     with pytest.raises(ValueError, match="strength must be between 0 and 1"):
         files.apply_erasure_file(model, erasure_file, strength=2.0)
+    layout = pack_module("cure_core.erasure_file")
+    erasure = erasure_file.erasures[0]
+    key, (up, down) = next(iter(erasure.layers.items()))
+    narrower = layout.Erasure(erasure.record, erasure.strength, {**erasure.layers, key: (up[:-1], down)})
+    other_shape = layout.ErasureFile(erasure_file.family, erasure_file.base_weights_sha256, [narrower])
+    with pytest.raises(ValueError, match=rf"edits {key} as a {up.shape[0] - 1}x{down.shape[1]} weight"):
+        files.apply_erasure_file(model, other_shape)
+    renamed = layout.Erasure(erasure.record, erasure.strength, {"diffusion_model.no_such_layer.weight": (up, down)})
+    with pytest.raises(ValueError, match="edits diffusion_model.no_such_layer.weight, which this SD1.x model"):
+        files.apply_erasure_file(model, layout.ErasureFile("SD1.x", erasure_file.base_weights_sha256, [renamed]))
 
 
 def test_files_that_are_not_erasures_are_refused(built, erase, layout, tmp_path, comfy):
