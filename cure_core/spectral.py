@@ -90,12 +90,13 @@ class LowRankEraser:
 
     ``energy`` holds the forget set's energy shares and ``gains`` the expanded ones
     (``G = diag(gains)``); ``retain_energy`` and ``retain_gains`` the same for the retain set
-    (``None`` without one). They are kept for reports and plots.
+    (``None`` without one). They are kept for reports and plots; all four are ``None`` for a
+    baseline whose factors are not spectral (UCE, :mod:`.uce`).
     """
     left: torch.Tensor
     right: torch.Tensor
-    energy: torch.Tensor
-    gains: torch.Tensor
+    energy: torch.Tensor | None = None
+    gains: torch.Tensor | None = None
     retain_energy: torch.Tensor | None = None
     retain_gains: torch.Tensor | None = None
 

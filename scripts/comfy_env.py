@@ -53,4 +53,4 @@ def load_pack(cpu: bool = True, comfyui: str | Path | None = None) -> ModuleType
 def pack_module(name: str) -> ModuleType:
     """A submodule of the loaded pack, e.g. ``pack_module("nodes.tiny_models")``."""
     load_pack()
-    return sys.modules[f"{PACK_NAME}.{name}"]
+    return importlib.import_module(f"{PACK_NAME}.{name}")
