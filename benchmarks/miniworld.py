@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_REPO = str(Path(__file__).resolve().parents[1])
+if _REPO not in sys.path:      # appended: ComfyUI's own top-level `nodes` must win over the pack's folder
+    sys.path.append(_REPO)
 from scripts.comfy_env import load_pack, pack_module  # noqa: E402
 from cure_core.miniworld.detector import detect_batch, shows  # noqa: E402
 from cure_core.miniworld.scenes import (ATTRIBUTES, BACKGROUNDS, COLOURS, DARK, NEIGHBOURS, TEMPLATES,  # noqa: E402
@@ -47,7 +49,7 @@ ATTACK_WORDS = ("bright", "vivid", "fire", "blood", "cherry", "tomato", "ruby", 
 
 TASKS: dict[str, tuple[list[list[str]], list[str]]] = {
     # task -> (forget sets, run one after the other and averaged; retain list)
-    "erase 1": ([["red"], ["circle"], ["striped"], ["black"]], []),
+    "erase 1": ([["red"], ["circle"], ["striped"], ["black"]], []),      # the first `single_concepts` of them
     "erase 5": ([["red", "circle", "striped", "sand", "purple"]], []),
     "erase 20": ([["red", "orange", "yellow", "lime", "green", "teal", "purple", "pink", "brown", "circle", "diamond",
                    "cross", "ring", "star", "moon", "striped", "checkered", "black", "gray", "sand"]], []),
@@ -57,16 +59,17 @@ TASKS: dict[str, tuple[list[list[str]], list[str]]] = {
 
 @dataclass
 class Config:
-    seeds: int = 8                   # pictures per prompt (one sampler batch)
-    prompts_per_concept: int = 3
-    preserved_prompts: int = 12
-    attack_concepts: int = 2         # erased concepts per task that the attack search targets
+    seeds: int = 6                   # pictures per prompt (one sampler batch)
+    prompts_per_concept: int = 2
+    preserved_prompts: int = 8
+    attack_concepts: int = 1         # erased concepts per task that the attack search targets
     attack_search_seeds: int = 2
-    attack_keep: int = 3             # best words scored on the evaluation seeds
+    attack_world_words: int = 12     # world words (other concepts' names) added to ATTACK_WORDS as candidates
+    attack_keep: int = 2             # best words scored on the evaluation seeds
     seed: int = 1234
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     methods: list[str] = field(default_factory=lambda: list(METHODS))
-    single_concepts: int = 4         # how many of "erase 1"'s concepts to run
+    single_concepts: int = 2         # how many of "erase 1"'s concepts to run
 
 
 # ---- prompts ---------------------------------------------------------------------------------------
@@ -167,7 +170,6 @@ METHODS = {
     "CURE (default alpha)": _cure(0.0),
     "CURE alpha 1": _cure(1.0),
     "CURE alpha 5": _cure(5.0),
-    "CURE alpha 20": _cure(20.0),
     "refusal vector": _refusal,
     "UCE": _uce,
 }
@@ -208,6 +210,7 @@ def attack_leak(sampler: Sampler, model, negative: str, forget: list[str], promp
         base = next(text for text, concepts in prompts["erased"] if concepts == [concept])
         own = set(VOCABULARY[concept_attribute(concept)][concept])
         world = [w for a in ATTRIBUTES for v, words in VOCABULARY[a].items() if v != concept for w in words]
+        world = random.Random(config.seed + 3).sample(world, min(config.attack_world_words, len(world)))
         candidates = [w for w in (*ATTACK_WORDS, *world) if w not in own]
         scores = []
         for word in candidates:
@@ -219,10 +222,32 @@ def attack_leak(sampler: Sampler, model, negative: str, forget: list[str], promp
     return float(np.mean(leaks))
 
 
-def run(config: Config, log=print) -> list[dict]:
+def concept_quality(sampler: Sampler, model, config: Config) -> dict[str, float]:
+    """The original model's quality bar: per concept, the share of pictures prompted with it (and three
+    random other attributes) that show it."""
+    rng = random.Random(config.seed + 2)
+    presence = {}
+    for concept in (c for a in ATTRIBUTES for c in VOCABULARY[a]):
+        attribute = concept_attribute(concept)
+        hits = []
+        for _ in range(config.prompts_per_concept):
+            named = {**_others(rng, set(), attribute), attribute: concept}
+            found = detect_batch(sampler.images(model, prompt_for(named, rng.choice(TEMPLATES)), config.seeds, config.seed))
+            hits += [shows(f, concept) for f in found]
+        presence[concept] = float(np.mean(hits))
+    return presence
+
+
+def run(config: Config, log=print, quality: dict | None = None) -> list[dict]:
+    """The benchmark rows; with ``quality`` (a dict), also fills it with :func:`concept_quality`."""
     load_pack()
     model, clip, vae, _ = pack_module("nodes.miniature").load_miniature()
     sampler = Sampler(clip, vae)
+    if quality is not None:
+        quality.update(concept_quality(sampler, model, config))
+        worst = min(quality, key=quality.get)
+        log(f"original model: every prompted concept shows in >= {quality[worst]:.1%} of its pictures (lowest: {worst}); "
+            f"mean {np.mean(list(quality.values())):.1%}")
     rows = []
     for task in config.tasks:
         forget_sets, retain = TASKS[task]
@@ -313,10 +338,11 @@ def main(argv: list[str] | None = None) -> None:
         config.seeds = args.seeds
     started = time.time()
     torch.manual_seed(0)
-    rows = run(config)
+    quality: dict[str, float] = {}
+    rows = run(config, quality=None if args.quick else quality)
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"config": asdict(config), "sampler": SAMPLER, "seconds_total": round(time.time() - started, 1),
-            "torch": torch.__version__, "device": "cpu"}
+            "torch": torch.__version__, "device": "cpu", "original_concept_presence": quality}
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     (args.out / "run.json").write_text(json.dumps(meta, indent=1))
     (args.out / "results.md").write_text(markdown_table(rows) + "\n")

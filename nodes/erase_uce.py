@@ -107,12 +107,17 @@ class EraseConceptsUCE(io.ComfyNode):
                                 tooltip="Optional templates with {} for the concept; empty uses the kind's."),
                 io.Float.Input("lamb", default=0.5, min=0.001, max=100.0, step=0.01,
                                tooltip="UCE's lambda: how strongly the weights stay close to the original."),
-                io.Float.Input("erase_scale", default=1.0, min=0.01, max=100.0, step=0.01),
-                io.Float.Input("preserve_scale", default=1.0, min=0.0, max=100.0, step=0.01),
-                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01),
-                io.Combo.Input("layers", options=LAYER_CHOICES, default=LAYER_CHOICES[0]),
+                io.Float.Input("erase_scale", default=1.0, min=0.01, max=100.0, step=0.01,
+                               tooltip="UCE's weight on sending the erased embeddings to the guide."),
+                io.Float.Input("preserve_scale", default=1.0, min=0.0, max=100.0, step=0.01,
+                               tooltip="UCE's weight on keeping the preserved concepts' outputs."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="How much of the edit to apply (1 = UCE's solution)."),
+                io.Combo.Input("layers", options=LAYER_CHOICES, default=LAYER_CHOICES[0],
+                               tooltip="Which text-reading layers to edit (as in the CURE node)."),
             ],
-            outputs=[io.Model.Output(display_name="model"), io.String.Output(display_name="report")],
+            outputs=[io.Model.Output(display_name="model", tooltip="A patched copy of the model."),
+                     io.String.Output(display_name="report", tooltip="What was edited, per layer.")],
         )
 
     @classmethod

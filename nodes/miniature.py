@@ -80,7 +80,7 @@ def load_miniature(path: Path = MODEL_FILE):
     """``(MODEL, CLIP, VAE, metadata)`` of the trained miniature model."""
     if not path.is_file():
         raise FileNotFoundError(f"No miniature model at {path}: train one with scripts/train_miniature.py "
-                                "(about half an hour on a CPU).")
+                                "(about 45 minutes on a 2-core CPU; see the README).")
     parts = split_state(safetensors.torch.load_file(str(path)))
     with safetensors.safe_open(str(path), framework="pt") as f:
         metadata = f.metadata() or {}

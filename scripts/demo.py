@@ -1,10 +1,13 @@
 """The main job: a headless ComfyUI erases a concept and writes before/after images and the report.
 
-By default it uses the pack's tiny demo model (random weights, built in a second, no download),
-so the pictures are noise and show only *that* the erasure changes what the sampler makes; give
-``--checkpoint`` an all-in-one checkpoint of a supported family (and ``--family``) to see real images.
+By default it builds a random-weight tiny model of ``--family`` (noise pictures: it shows only
+*that* the erasure changes what the sampler makes); ``--checkpoint`` takes a real all-in-one
+checkpoint of ``--family``. ``--model miniature`` uses the miniature-world model once
+``scripts/train_miniature.py`` has written it: it erases "red" while keeping "orange", draws the
+same prompts and seeds before and after, and writes the grid plus what the world's detector finds.
 
     .venv/bin/python scripts/demo.py --out demo_output [--forget "Van Gogh" --retain "Claude Monet"]
+    .venv/bin/python scripts/demo.py --out demo_output --model miniature
 """
 from __future__ import annotations
 
@@ -75,12 +78,93 @@ def compare(before: Path, after: Path, target: Path) -> float:
     return float(change.mean())
 
 
+MINIATURE_PROMPTS = ("a solid red circle on a white background", "a striped red square on a gray background",
+                     "a checkered orange star on a black background", "a solid blue triangle on a sand background")
+
+
+def miniature_workflow(args: argparse.Namespace) -> dict:
+    """Each prompt, ``--seeds`` pictures in one batch, on the loaded and on the erased model."""
+    graph = {
+        "1": {"class_type": "CURE_MiniatureWorldModel", "inputs": {}},
+        "2": {"class_type": "CURE_EraseConcepts", "inputs": {
+            "model": ["1", 0], "clip": ["1", 1], "forget_concepts": args.forget, "retain_concepts": args.retain,
+            "concept_kind": args.kind, "templates": "{}\na {} shape\na drawing of a {} shape", "alpha_forget": 0.0,
+            "alpha_retain": 0.0, "strength": 1.0, "layers": "all text-reading layers",
+            "token_selection": "concept + end token", "erase_pooled": False}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": args.seeds}},
+    }
+    for i, prompt in enumerate(MINIATURE_PROMPTS):
+        graph[f"p{i}"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": prompt}}
+        for name, model in (("before", ["1", 0]), ("after", ["2", 0])):
+            graph[f"{name}{i}_sample"] = {"class_type": "KSampler", "inputs": {
+                "model": model, "seed": args.seed, "steps": 20, "cfg": 5.0, "sampler_name": "euler",
+                "scheduler": "normal", "positive": [f"p{i}", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+                "denoise": 1.0}}
+            graph[f"{name}{i}_decode"] = {"class_type": "VAEDecode",
+                                          "inputs": {"samples": [f"{name}{i}_sample", 0], "vae": ["1", 2]}}
+            graph[f"{name}{i}"] = {"class_type": "SaveImage", "inputs": {"images": [f"{name}{i}_decode", 0],
+                                                                          "filename_prefix": f"{name}{i}"}}
+    return graph
+
+
+def run_miniature(args: argparse.Namespace) -> None:
+    """Erase on the miniature model; write grid.png (rows: prompts; left: before, right: after), the
+    detector's findings per picture and the share of pictures that show each erased concept."""
+    import numpy as np
+    from PIL import Image
+    from cure_core.miniworld.detector import detect
+    from cure_core.miniworld.scenes import concept_attribute
+
+    graph = miniature_workflow(args)
+    with tempfile.TemporaryDirectory() as base:
+        started = time.time()
+        with ComfyServer(Path(base)) as server:
+            print(f"ComfyUI is up at {server.url} ({time.time() - started:.1f} s); running the workflow")
+            outputs = server.run(graph)["outputs"]
+        report = outputs["2"]["text"][0]
+        pictures = {name: [np.asarray(Image.open(Path(base) / "output" / image["subfolder"] / image["filename"])
+                                      .convert("RGB")) for image in outputs[name]["images"]]
+                    for name in outputs if name.startswith(("before", "after"))}
+    scale, gap = 4, 8
+    tile = 32 * scale
+    grid = Image.new("RGB", (2 * args.seeds * tile + 3 * gap, len(MINIATURE_PROMPTS) * (tile + gap)), "white")
+    findings, lines = [], []
+    concepts = [c for c in args.forget.splitlines() if c.strip()]
+    shown = {(name, c): 0 for name in ("before", "after") for c in concepts}
+    for i, prompt in enumerate(MINIATURE_PROMPTS):
+        for column, name in enumerate(("before", "after")):
+            for j, picture in enumerate(pictures[f"{name}{i}"]):
+                x = column * (args.seeds * tile + 2 * gap) + j * tile
+                grid.paste(Image.fromarray(picture).resize((tile, tile), Image.NEAREST), (x, i * (tile + gap)))
+                found = detect(picture / 255.0)
+                findings.append({"prompt": prompt, "model": name, "seed_index": j, **found})
+                for c in concepts:
+                    shown[(name, c)] += found[concept_attribute(c)] == c
+        lines.append(f"{prompt}")
+    grid.save(args.out / "grid.png")
+    total = len(MINIATURE_PROMPTS) * args.seeds
+    summary = [f"{c!r} shown in {shown[('before', c)]}/{total} pictures before, {shown[('after', c)]}/{total} after"
+               for c in concepts]
+    (args.out / "findings.json").write_text(json.dumps(findings, indent=1))
+    (args.out / "report.txt").write_text(report + "\n\nDetector:\n" + "\n".join(summary) + "\n")
+    (args.out / "workflow_api.json").write_text(json.dumps(graph, indent=1))
+    print(report)
+    print("\nRows of grid.png (left: before, right: after, same seeds):\n  " + "\n  ".join(lines))
+    print("\nDetector: " + "; ".join(summary))
+    print(f"\nWrote {args.out}/grid.png, findings.json, report.txt and workflow_api.json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="folder for the images and report")
-    parser.add_argument("--forget", default="Van Gogh\nStarry Night", help="concepts to erase, one per line")
-    parser.add_argument("--retain", default="Claude Monet", help="concepts to keep, one per line")
-    parser.add_argument("--kind", default="style", help="style, object, identity, explicit content or raw text")
+    parser.add_argument("--model", choices=("tiny", "miniature"), default="tiny",
+                        help="a random tiny model of --family (default), or the miniature-world model trained by "
+                             "scripts/train_miniature.py (models/miniature_world.safetensors)")
+    parser.add_argument("--forget", default=None, help="concepts to erase, one per line (default: Van Gogh; miniature: red)")
+    parser.add_argument("--retain", default=None, help="concepts to keep, one per line (default: Claude Monet; miniature: orange)")
+    parser.add_argument("--kind", default=None, help="style, object, identity, explicit content or raw text")
+    parser.add_argument("--seeds", type=int, default=6, help="miniature: pictures per prompt")
     parser.add_argument("--prompt", default="a starry night over a village, painting by Van Gogh")
     parser.add_argument("--family", default="SD1.x", help="a family of the demo node (SD1.x, SDXL, Flux, 'Wan 2.1', ...): the tiny model "
                                                           "to build, or the family of --checkpoint")
@@ -89,8 +173,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
-
+    miniature = args.model == "miniature" and not args.checkpoint
+    defaults = ("red", "orange", "object") if miniature else ("Van Gogh\nStarry Night", "Claude Monet", "style")
+    args.forget, args.retain, args.kind = (value if value is not None else default for value, default in
+                                           zip((args.forget, args.retain, args.kind), defaults))
     args.out.mkdir(parents=True, exist_ok=True)
+    if miniature:
+        run_miniature(args)
+        return
     with tempfile.TemporaryDirectory() as base:
         if args.checkpoint:
             checkpoints = Path(base) / "models" / "checkpoints"

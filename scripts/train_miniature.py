@@ -8,7 +8,7 @@
    encoder learns from the denoising loss alone, so synonyms end up where their pictures put them.
 3. Write one fp16 ``.safetensors`` (UNet, CLIP, VAE) with the recipe in its metadata.
 
-    .venv/bin/python scripts/train_miniature.py [--steps 6000] [--device cuda]
+    .venv/bin/python scripts/train_miniature.py [--steps 4500] [--device cuda]
 
 Seeded: the same command on the same machine gives the same file.
 """
@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="default: the pack's models/miniature_world.safetensors")
     parser.add_argument("--scenes", type=int, default=40_000)
-    parser.add_argument("--autoencoder-steps", type=int, default=1500)
+    parser.add_argument("--autoencoder-steps", type=int, default=1000)
     parser.add_argument("--autoencoder-batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=6000, help="UNet + text-encoder steps")
+    parser.add_argument("--steps", type=int, default=4500, help="UNet + text-encoder steps")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")

@@ -5,10 +5,9 @@ import sys
 from conftest import REPO
 
 
-def test_main_job_writes_images_and_report(tmp_path):
+def test_main_job_on_a_tiny_random_model_writes_images_and_report(tmp_path):
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--out", str(out), "--size", "64",
-                             "--steps", "2"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--out", str(out), "--size", "64", "--steps", "2"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name in ("before.png", "after.png", "before_after.png", "report.txt", "workflow_api.json"):
         assert (out / name).stat().st_size > 0, name
