@@ -22,7 +22,8 @@ def erase_concepts_uce(model, clip, forget_text: str, preserve_text: str = "", g
 
     Rows follow the CURE node (each concept through the kind's templates, its tokens plus the end
     token); each forget row is sent to the end-token row of the same template filled with ``guide``
-    (empty: the template without the concept), UCE's "erase towards a guide concept".
+    (empty: the template without the concept, so templates that are only ``{}`` are skipped), UCE's
+    "erase towards a guide concept".
     """
     forget = parse_concepts(forget_text)
     if not forget:
@@ -37,6 +38,10 @@ def erase_concepts_uce(model, clip, forget_text: str, preserve_text: str = "", g
         raise ValueError(f"preserve_scale must be >= 0 (got {preserve_scale}).")
     strength = check_strength(strength)
     templates = parse_templates(templates_text, kind)
+    if not guide.strip():       # a template that is only the concept leaves no guide prompt to map onto
+        templates = tuple(t for t in templates if t.replace("{}", "").strip())
+        if not templates:
+            raise ValueError("With an empty guide, UCE needs templates with words around {} (e.g. 'a photo of {}').")
     family = detect_family(model)
     if len(family.segments) != 1 or family.text_norm is not None:
         raise ValueError(f"The UCE baseline supports single-encoder families without a text norm (SD1.x, SD2.x, "
