@@ -8,6 +8,8 @@ LoRA that the **Save Erasure as LoRA** node writes::
 
     cure-erase sd15.safetensors --forget "Van Gogh" --retain "Claude Monet" --output sd15_no_van_gogh.safetensors
     cure-erase sd15.safetensors --forget "Mickey Mouse" --kind object --lora --output no_mickey_lora.safetensors
+    cure-erase sd15.safetensors --preset "explicit content" --forget "lingerie" --output sd15_safe.safetensors
+    cure-erase sd15.safetensors --erasure-file no_van_gogh.safetensors --output sd15_no_van_gogh.safetensors
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ if str(REPO) not in sys.path:      # appended: ComfyUI's own top-level `nodes` m
     sys.path.append(str(REPO))
 from cure_core.concepts import CONCEPT_KINDS, TOKEN_SELECTIONS  # noqa: E402  (no ComfyUI import)
 from cure_core.families import LAYER_CHOICES  # noqa: E402
+from cure_core.presets import PRESET_NAMES, resolve_preset  # noqa: E402
 from scripts.comfy_env import load_pack, pack_module  # noqa: E402
 
 LORA_DTYPES = ("fp16", "bf16", "fp32")
@@ -35,17 +38,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-dtype", choices=LORA_DTYPES, default="fp16", help="precision of the LoRA factors")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     what = p.add_argument_group("what to erase")
-    # --preset NAME and --erasure-file FILE belong here: each yields the same keyword arguments
-    # as recipe_from_args (see below) and excludes --forget.
+    what.add_argument("--preset", choices=PRESET_NAMES, default=None,
+                      help="start from a curated concept preset (its concepts, templates, kind and α); --forget and "
+                           "--retain add to it")
+    what.add_argument("--erasure-file", type=Path, default=None,
+                      help="apply an erasure saved by the Save Erasure node (no concepts are encoded)")
     what.add_argument("--forget", action="append", default=[], metavar="CONCEPT",
                       help="a concept to remove (repeat the option for several)")
     what.add_argument("--retain", action="append", default=[], metavar="CONCEPT",
                       help="a concept to protect (repeatable)")
-    what.add_argument("--kind", choices=CONCEPT_KINDS, default="style", help="concept kind: templates and default α")
+    what.add_argument("--kind", choices=CONCEPT_KINDS, default=None,
+                      help="concept kind: templates and default α (default: style, or the preset's)")
     what.add_argument("--template", action="append", default=[], dest="templates", metavar="TEXT",
                       help="prompt template with {} for the concept (repeatable; default: the kind's)")
-    what.add_argument("--alpha-forget", type=float, default=0.0, help="expansion of the forget span (0 = kind's)")
-    what.add_argument("--alpha-retain", type=float, default=0.0, help="expansion of the retain span (0 = kind's)")
+    what.add_argument("--alpha-forget", type=float, default=None, help="expansion of the forget span (0 = kind's)")
+    what.add_argument("--alpha-retain", type=float, default=None, help="expansion of the retain span (0 = kind's)")
     what.add_argument("--strength", type=float, default=1.0, help="0 … 1: W' = W − strength · W P_dis")
     what.add_argument("--layers", choices=LAYER_CHOICES, default=LAYER_CHOICES[0], help="which text-reading layers")
     what.add_argument("--token-selection", choices=TOKEN_SELECTIONS, default=TOKEN_SELECTIONS[0],
@@ -60,12 +67,31 @@ def parser() -> argparse.ArgumentParser:
 
 
 def recipe_from_args(args: argparse.Namespace) -> dict:
-    """Keyword arguments of ``erase_concepts`` (the node's function) from the command line."""
-    if not args.forget:
-        raise SystemExit("cure-erase: nothing to erase: give at least one --forget CONCEPT.")
-    return {"forget_text": "\n".join(args.forget), "retain_text": "\n".join(args.retain), "kind": args.kind,
-            "templates_text": "\n".join(args.templates), "alpha_forget": args.alpha_forget,
-            "alpha_retain": args.alpha_retain, "strength": args.strength, "layers": args.layers,
+    """Keyword arguments of ``erase_concepts`` (the node's function) from the command line: the concepts
+    given, or a preset with the concepts given added to it. Empty for ``--erasure-file``."""
+    if args.erasure_file is not None:
+        if args.forget or args.retain or args.preset:
+            raise SystemExit("cure-erase: --erasure-file already says what to erase: drop --forget, --retain "
+                             "and --preset.")
+        return {}
+    forget, retain, kind, templates = args.forget, args.retain, args.kind or "style", args.templates
+    alpha_forget, alpha_retain = args.alpha_forget, args.alpha_retain
+    if args.preset:
+        try:
+            preset = resolve_preset(args.preset, "\n".join(args.forget), "\n".join(args.retain))
+        except ValueError as error:
+            raise SystemExit(f"cure-erase: {error}") from None
+        forget, retain = preset.forget_concepts.splitlines(), preset.retain_concepts.splitlines()
+        kind = args.kind or preset.concept_kind
+        templates = templates or preset.templates.splitlines()
+        alpha_forget = preset.alpha_forget if alpha_forget is None else alpha_forget
+        alpha_retain = preset.alpha_retain if alpha_retain is None else alpha_retain
+    if not forget:
+        raise SystemExit("cure-erase: nothing to erase: give at least one --forget CONCEPT, a --preset or an "
+                         "--erasure-file.")
+    return {"forget_text": "\n".join(forget), "retain_text": "\n".join(retain), "kind": kind,
+            "templates_text": "\n".join(templates), "alpha_forget": alpha_forget or 0.0,
+            "alpha_retain": alpha_retain or 0.0, "strength": args.strength, "layers": args.layers,
             "token_selection": args.token_selection, "erase_pooled": args.erase_pooled}
 
 
@@ -73,6 +99,8 @@ def check_paths(args: argparse.Namespace) -> None:
     """Refuse before loading anything: a missing input, or an output that would replace a file."""
     if not args.checkpoint.is_file():
         raise SystemExit(f"cure-erase: no checkpoint at {args.checkpoint}.")
+    if args.erasure_file is not None and not args.erasure_file.is_file():
+        raise SystemExit(f"cure-erase: no erasure file at {args.erasure_file}.")
     if args.output.suffix != ".safetensors":
         raise SystemExit(f"cure-erase: --output must end in .safetensors (got {args.output.name}).")
     if args.output.resolve() == args.checkpoint.resolve():
@@ -97,7 +125,13 @@ def main(argv: list[str] | None = None) -> int:
                          "that ComfyUI recognises.")
     model, clip = loaded[0], loaded[1]
     try:
-        patched, report = erase_concepts(model, clip, **recipe)
+        if args.erasure_file is not None:
+            from cure_core.erasure_file import load_erasure_file
+            apply_file = pack_module("nodes.erasure_files").apply_erasure_file
+            patched, report = apply_file(model, load_erasure_file(args.erasure_file), args.strength,
+                                         args.erasure_file.name)
+        else:
+            patched, report = erase_concepts(model, clip, **recipe)
     except ValueError as error:           # the node's own messages: what was wrong and what to do
         raise SystemExit(f"cure-erase: {error}") from None
     print(report)

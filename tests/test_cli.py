@@ -93,12 +93,43 @@ def test_cli_script_writes_a_lora_the_stock_loader_applies(checkpoint, in_proces
     ([], "give at least one --forget"),
     (["--forget", "Van Gogh", "--strength", "3"], "strength must be between 0 and 1"),
     (["--forget", "Van Gogh", "--retain", "van gogh"], "both forgotten and retained"),
+    (["--erasure-file", "x.safetensors", "--forget", "Van Gogh"], "already says what to erase"),
+    (["--preset", "violence and gore", "--retain", "blood"], "both forgotten and retained"),
 ])
 def test_bad_recipe_stops_with_a_message_and_writes_nothing(extra, message, checkpoint, erase_cli, tmp_path):
     out = tmp_path / "never.safetensors"
     with pytest.raises(SystemExit, match=message):
         erase_cli.main([str(checkpoint), "--output", str(out), *extra])
     assert not out.exists()
+
+
+def test_cli_preset_adds_the_given_concepts_to_the_curated_list(checkpoint, erase_cli, tmp_path):
+    from cure_core.presets import PRESETS
+    out = tmp_path / "preset.safetensors"
+    preset = PRESETS["artistic styles"]
+    assert erase_cli.main([str(checkpoint), "--preset", preset.name, "--forget", "Hokusai", "--output", str(out)]) == 0
+    with safe_open(str(out), "pt") as f:
+        recipe = json.loads(f.metadata()["erasure_recipes"])[0]
+    assert recipe["forget"].splitlines() == [*preset.forget, "Hokusai"]
+    assert recipe["retain"].splitlines() == list(preset.retain)
+    assert recipe["concept_kind"] == preset.kind and recipe["templates"].splitlines() == list(preset.templates)
+
+
+def test_cli_applies_an_erasure_file_without_encoding(checkpoint, in_process, erase_cli, comfy, tmp_path):
+    """A file saved from the node's erasure, applied by the command line, gives the node's weights."""
+    from comfy.sd import load_checkpoint_guess_config
+    from cure_core.erasure_file import save_erasure_file
+    from scripts.comfy_env import pack_module
+    _, patched = in_process
+    erasure = tmp_path / "no_van_gogh.safetensors"
+    save_erasure_file(erasure, pack_module("nodes.erasure_files").erasure_file_of(patched))
+    out = tmp_path / "from_file.safetensors"
+    assert erase_cli.main([str(checkpoint), "--erasure-file", str(erasure), "--output", str(out)]) == 0
+    keys = sorted(patched.patches)
+    reloaded, _, _, _ = load_checkpoint_guess_config(str(out), output_vae=False)
+    expected, got = loaded_weights(comfy, patched, keys), loaded_weights(comfy, reloaded, keys)
+    for key in keys:
+        assert torch.allclose(got[key], expected[key], rtol=0, atol=1e-3 * float(expected[key].abs().max())), key
 
 
 def test_bad_paths_are_refused_before_loading(checkpoint, erase_cli, tmp_path):
