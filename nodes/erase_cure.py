@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import comfy.utils
@@ -10,9 +11,9 @@ from comfy_api.latest import io, ui
 from ..cure_core.concepts import (CONCEPT_KINDS, DEFAULT_ALPHA, TOKEN_SELECTIONS, expand, parse_concepts,
                                   parse_templates)
 from ..cure_core.edit import LayerEdit, edit_layer, format_layer_table
-from ..cure_core.families import LAYER_CHOICES, Family, family_for_config
+from ..cure_core.families import LAYER_CHOICES, Family, TextSegment, family_for_config
 from ..cure_core.spectral import LowRankEraser, check_alpha, low_rank_eraser
-from .encoding import EncodedConcepts, encode_concept_sets
+from .encoding import EncodedConcepts, encode_concept_groups
 from .patching import effective_weight, patched_clone, rows_as_read
 
 CATEGORY = "concept erasure"
@@ -67,24 +68,36 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
         raise ValueError(f"No text-reading layers found in this {family.name} model: is it a complete checkpoint?")
 
     with_pooled = erase_pooled and family.pooled is not None
-    forget_enc, retain_enc = encode_concept_sets(clip, [expand(forget, templates), expand(retain, templates)],
-                                                 token_selection, family.segments, with_pooled)
-    reference = comfy.utils.get_attr(model.model, keys[0])           # shape and device, no copy
-    if forget_enc.rows.shape[1] != reference.shape[1]:
-        raise ValueError(f"The CLIP gives {forget_enc.rows.shape[1]}-wide embeddings but this {family.name} model's "
-                         f"cross-attention reads {reference.shape[1]}-wide ones: connect the CLIP that belongs to "
-                         "this model.")
-    forget_rows = rows_as_read(model, family, _rows(forget_enc, reference.device))
-    retain_rows = rows_as_read(model, family, _rows(retain_enc, reference.device))
-    eraser = low_rank_eraser(forget_rows, retain_rows, alpha_f, alpha_r)
+    unet_config = model.model.model_config.unet_config
+    readers: dict[tuple[TextSegment, ...], list[str]] = {}     # the rows a layer reads -> the layers reading them
+    for key in keys:
+        readers.setdefault(family.reads(key, unet_config), []).append(key)
+    encoded = encode_concept_groups(clip, [expand(forget, templates), expand(retain, templates)], token_selection,
+                                    list(readers), with_pooled)
     progress = comfy.utils.ProgressBar(len(keys) + int(with_pooled))
-    edits = []
-    for key in keys:   # one float32 copy of one weight at a time (SDXL has 140 such weights)
-        edits.append(edit_layer(key, effective_weight(model, key), eraser, forget_rows, retain_rows))
-        progress.update(1)
+    groups: list[_Group] = []
+    by_key: dict[str, LayerEdit] = {}
+    for (segments, group_keys), sets in zip(readers.items(), encoded):
+        if sets is None:         # an encoder absent from this CLIP: the model reads zeros there
+            continue
+        forget_enc, retain_enc = sets
+        reference = comfy.utils.get_attr(model.model, group_keys[0])    # shape and device, no copy
+        if forget_enc.rows.shape[1] != reference.shape[1]:
+            raise ValueError(f"The CLIP gives {forget_enc.rows.shape[1]}-wide embeddings but this {family.name} "
+                             f"model's {group_keys[0].removesuffix('.weight')} reads {reference.shape[1]}-wide ones: "
+                             "connect the CLIP that belongs to this model.")
+        forget_rows = rows_as_read(model, family, _rows(forget_enc, reference.device))
+        retain_rows = rows_as_read(model, family, _rows(retain_enc, reference.device))
+        eraser = low_rank_eraser(forget_rows, retain_rows, alpha_f, alpha_r)
+        groups.append(_Group(forget_enc, retain_enc, eraser, len(group_keys)))
+        for key in group_keys:   # one float32 copy of one weight at a time (SDXL has 140 such weights)
+            by_key[key] = edit_layer(key, effective_weight(model, key), eraser, forget_rows, retain_rows)
+            progress.update(1)
+    skipped = [k for k in keys if k not in by_key]
+    edits = [by_key[k] for k in keys if k in by_key]              # state-dict order
     pooled_edit = None
     if with_pooled:
-        pooled_edit = _pooled_edit(model, family, forget_enc, retain_enc, alpha_f, alpha_r)
+        pooled_edit = _pooled_edit(model, family, groups[0].forget, groups[0].retain, alpha_f, alpha_r)
         edits.append(pooled_edit)
         progress.update(1)
 
@@ -93,9 +106,18 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
               "alpha_forget": f"{alpha_f:g}", "alpha_retain": f"{alpha_r:g}", "strength": f"{strength:g}",
               "token_selection": token_selection, "layers": layers, "erase_pooled": str(bool(with_pooled))}
     patched = patched_clone(model, edits, strength, recipe)
-    report = _report(family, model, forget, retain, forget_enc, retain_enc, templates, alpha_f, alpha_r, strength,
-                     layers, token_selection, eraser, edits, pooled_edit, erase_pooled)
+    report = _report(family, model, forget, retain, groups, templates, alpha_f, alpha_r, strength, layers,
+                     token_selection, edits, pooled_edit, erase_pooled, skipped)
     return patched, report
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One set of rows that some of the edited layers read, and the eraser built from it."""
+    forget: EncodedConcepts
+    retain: EncodedConcepts | None
+    eraser: LowRankEraser
+    layers: int
 
 
 def _rows(encoded: EncodedConcepts | None, device: torch.device) -> torch.Tensor | None:
@@ -115,27 +137,45 @@ def _pooled_edit(model, family: Family, forget_enc: EncodedConcepts, retain_enc:
     return edit_layer(key, weight, eraser, forget_enc.pooled, retain_pooled, columns=width)
 
 
-def _report(family, model, forget, retain, forget_enc, retain_enc, templates, alpha_f, alpha_r, strength, layers,
-            token_selection, eraser: LowRankEraser, edits: list[LayerEdit], pooled_edit, erase_pooled) -> str:
+def _report(family, model, forget, retain, groups: list[_Group], templates, alpha_f, alpha_r, strength, layers,
+            token_selection, edits: list[LayerEdit], pooled_edit, erase_pooled, skipped: list[str]) -> str:
     def counts(enc: EncodedConcepts) -> str:
         return ", ".join(f"{c} ({n} rows)" for c, n in enc.tokens_per_concept.items())
 
+    def subspace(eraser: LowRankEraser) -> str:
+        return f"rank {eraser.rank} of {eraser.dim}; top energy shares " + ", ".join(
+            f"{float(r):.3f}" for r in eraser.energy[:5])
+
+    first = groups[0]
     text_edits = [e for e in edits if e is not pooled_edit]
     removed = [e.forget_removed for e in text_edits]
     lines = [
         f"CURE Spectral Eraser on {family.name} (ComfyUI model type {type(model.model.model_config).__name__})",
-        f"Embeddings: {family.encoder}; rows from tokenizer output(s) {', '.join(forget_enc.segments)}: "
+        f"Embeddings: {family.encoder}; rows from tokenizer output(s) "
+        f"{', '.join(dict.fromkeys(label for g in groups for label in g.forget.segments))}: "
         f"{token_selection}; {len(templates)} template(s) per concept",
-        f"Forget (alpha {alpha_f:g}): {counts(forget_enc)}",
-        f"Retain (alpha {alpha_r:g}): {counts(retain_enc) if retain_enc else 'none'}",
-        f"Erased subspace: rank {eraser.rank} of {eraser.dim}; top energy shares "
-        + ", ".join(f"{float(r):.3f}" for r in eraser.energy[:5]),
+    ]
+    if len(groups) == 1:
+        lines += [f"Forget (alpha {alpha_f:g}): {counts(first.forget)}",
+                  f"Retain (alpha {alpha_r:g}): {counts(first.retain) if first.retain else 'none'}",
+                  f"Erased subspace: {subspace(first.eraser)}"]
+    else:       # layers that read different encoder outputs: one eraser per set of rows they read
+        lines += [f"Forget (alpha {alpha_f:g}): {', '.join(forget)}",
+                  f"Retain (alpha {alpha_r:g}): {', '.join(retain) if retain else 'none'}",
+                  f"Erased subspaces ({len(groups)}, one per set of encoder rows the layers read):"]
+        lines += [f"  {', '.join(g.forget.segments)} ({g.layers} layer{'' if g.layers == 1 else 's'}; "
+                  f"{len(g.forget.rows)} forget, {0 if g.retain is None else len(g.retain.rows)} retain rows): "
+                  f"{subspace(g.eraser)}" for g in groups]
+    lines += [
         f"Edited {len(text_edits)} layer{'' if len(text_edits) == 1 else 's'} ({layers}) at strength {strength:g}; patches hold "
         f"{sum(e.numel for e in edits) * 4 / 2**20:.2f} MiB",
         f"Forget output energy removed at full strength: mean {sum(removed) / len(removed):.2%}, "
         f"min {min(removed):.2%}, max {max(removed):.2%}",
     ]
-    if retain_enc is not None:
+    if skipped:
+        lines.append(f"Not edited: {len(skipped)} layer(s) that read an encoder this CLIP does not have (the model "
+                     f"gets zeros there), e.g. {skipped[0].removesuffix('.weight')}")
+    if first.retain is not None:
         moved = [e.retain_change for e in text_edits]
         lines.append(f"Retained outputs moved: mean {sum(moved) / len(moved):.2%}, max {max(moved):.2%}")
     if pooled_edit is not None:
