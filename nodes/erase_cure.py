@@ -202,7 +202,7 @@ class EraseConceptsCURE(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to erase concepts from (SD1.x, SD2.x, SDXL, "
                                                 "SD3, Flux, Chroma, Wan 2.1/2.2, LTX-Video, Mochi, PixArt, HunyuanVideo, "
-                                                "Qwen-Image, Lumina 2, Cosmos, Stable Cascade)."),
+                                                "Qwen-Image, Lumina 2, Cosmos, Stable Cascade, HiDream, Hunyuan-DiT)."),
                 io.Clip.Input("clip", tooltip="The CLIP that belongs to this model: concepts are encoded with it, "
                                               "including any CLIPSetLastLayer or CLIP LoRA applied before."),
                 io.String.Input("forget_concepts", multiline=True, default="",
@@ -238,10 +238,11 @@ class EraseConceptsCURE(io.ComfyNode):
                                        "plus the end token (which summarises the prompt), its own tokens only, "
                                        "or every token of the prompt."),
                 io.Boolean.Input("erase_pooled", default=False,
-                                 tooltip="SDXL, SD3, Flux, HunyuanVideo, Stable Cascade: also erase the concept from "
-                                         "the pooled text vector (SDXL: CLIP-G into label_emb; SD3: CLIP-L+G into "
-                                         "y_embedder; Flux, HunyuanVideo: CLIP-L into vector_in; Stable Cascade: "
-                                         "CLIP-G into clip_txt_pooled_mapper). Off by default (see the README for why)."),
+                                 tooltip="SDXL, SD3, Flux, HunyuanVideo, Stable Cascade, HiDream: also erase the "
+                                         "concept from the pooled text vector (SDXL: CLIP-G into label_emb; SD3: "
+                                         "CLIP-L+G into y_embedder; Flux, HunyuanVideo: CLIP-L into vector_in; Stable "
+                                         "Cascade: CLIP-G into clip_txt_pooled_mapper; HiDream: CLIP-L+G into "
+                                         "p_embedder). Off by default (see the README for why)."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched copy of the model without the concepts."),

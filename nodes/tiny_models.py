@@ -204,7 +204,7 @@ _SPECS = {
 }
 # Families whose VAE this module can build (not the video VAEs of LTX-Video, Mochi, HunyuanVideo): the demo's list.
 DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt", "Cosmos Predict2", "Lumina 2",
-                 "Qwen-Image")
+                 "Qwen-Image", "HiDream", "Hunyuan-DiT")
 _WAN_VAE_FAMILIES = ("Wan 2.1", "Cosmos Predict2", "Qwen-Image")      # they decode with the Wan 2.1 VAE
 
 
