@@ -6,7 +6,9 @@ are the concept's, whatever the template or tokenizer. The prompt is encoded at 
 which ComfyUI treats exactly like unweighted text.
 
 An encoder output can be several runs of rows (SD3: the CLIP rows, then the T5 rows); the
-family's ``segments`` say which tokenizer output each run comes from.
+family's ``segments`` say which tokenizer output each run comes from. The CLIP can also hand the
+model rows beside its conditioning (HiDream's Llama layers, Hunyuan-DiT's mT5): a segment names the
+output it lives in, and for a stack of hidden layers the layer.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ..cure_core.families import TextSegment
 class EncodedConcepts:
     rows: torch.Tensor                  # [n, d] selected token embeddings (float32)
     tokens_per_concept: dict[str, int]  # how many rows each concept contributed
-    segments: tuple[str, ...]           # tokenizer outputs the rows came from
+    segments: tuple[str, ...]           # the segments the rows came from (their labels)
     pooled: torch.Tensor | None         # [prompts, d_pooled] pooled vectors, when asked for
 
 

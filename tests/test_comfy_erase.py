@@ -355,3 +355,20 @@ def test_wan_variants_are_erased_through_the_same_text_layer(config_name, overri
     patched, report = erase(patcher, built("Wan 2.1")[1], FORGET, RETAIN)
     assert set(patched.patches) == {"diffusion_model.text_embedding.0.weight"}
     assert f"ComfyUI model type {config_name}" in report
+
+
+def test_hunyuan_dit_1_0_is_erased_through_the_same_layers(tiny, erase, built):
+    """Hunyuan-DiT 1.0/1.1 (ComfyUI's HunyuanDiT1: size and style conditions added) reads the text the same way."""
+    import comfy.model_patcher
+    import comfy.supported_models
+    config = comfy.supported_models.HunyuanDiT1({**tiny._SPECS["Hunyuan-DiT"][1], "image_model": "hydit1",
+                                                 "size_cond": True, "use_style_cond": True})
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    tiny.randomize(model.diffusion_model, 0)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
+                                               offload_device=torch.device("cpu"))
+    patched, report = erase(patcher, built("Hunyuan-DiT")[1], FORGET, RETAIN)
+    assert set(patched.patches) == set(text_layer_keys(patcher, "Hunyuan-DiT")) == set(
+        text_layer_keys(built("Hunyuan-DiT")[0], "Hunyuan-DiT"))
+    assert "ComfyUI model type HunyuanDiT1" in report
