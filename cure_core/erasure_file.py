@@ -17,6 +17,12 @@ File layout (``.safetensors``; every metadata value a string, as the format requ
               erasure.<i>.rows.<set>           [n, d]     (forget, retain, pooled_forget, pooled_retain)
               erasure.<i>.spectrum.<name>      [k]        (forget/retain energy shares and expanded gains)
 
+Families whose edited layers read different encoder rows (HiDream: each caption projection its own
+Llama layer or T5; Hunyuan-DiT: BERT or mT5) have one eraser per group of layers that read the same
+rows: their forget and retain sets and spectra are stored per group, as ``<name>@<group>``
+(``forget@t5xxl``, ``forget_energy@llama hidden layer 3``; see :func:`row_set_name`). The pooled
+sets are one per model and keep their plain names.
+
 No ComfyUI import: the nodes in ``nodes/erasure_files.py`` wrap this.
 """
 from __future__ import annotations
@@ -36,6 +42,21 @@ CURE_METHOD = "CURE spectral eraser"
 ROW_SETS = ("forget", "retain", "pooled_forget", "pooled_retain")
 # Recipe entries two CURE erasures must share to be merged into one projector.
 UNION_SETTINGS = ("family", "alpha_forget", "alpha_retain", "token_selection", "layers", "erase_pooled")
+
+
+GROUP_MARK = "@"
+
+
+def row_set_name(name: str, group: str | None = None) -> str:
+    """The stored name of a row set or spectrum (``forget``, ``retain_gains``...) of one group of layers:
+    ``name`` itself when all the edited layers read the same rows (``group`` None)."""
+    return name if group is None else f"{name}{GROUP_MARK}{group}"
+
+
+def split_row_set_name(stored: str) -> tuple[str, str | None]:
+    """Inverse of :func:`row_set_name`: ``(name, group or None)``."""
+    name, mark, group = stored.partition(GROUP_MARK)
+    return name, (group if mark else None)
 
 
 @dataclass(frozen=True)
@@ -84,7 +105,8 @@ class ErasureRecord:
 
     @property
     def mergeable(self) -> bool:
-        return self.recipe.get("method") == CURE_METHOD and "forget" in self.rows
+        return self.recipe.get("method") == CURE_METHOD and any(
+            split_row_set_name(name)[0] == "forget" for name in self.rows)
 
 
 @dataclass(frozen=True)
@@ -241,11 +263,13 @@ def union_of(records_and_strengths: list[tuple[ErasureRecord, float]]) -> Erasur
                              "combine erasures of the same strength.")
     rows: dict[str, ConceptRows] = {}
     for record, _ in records_and_strengths:
-        for name in ROW_SETS:
-            if name in record.rows:
-                rows[name] = rows[name].union(record.rows[name]) if name in rows else record.rows[name]
-    forget = rows["forget"].concepts
-    retained = {c.lower() for c in rows["retain"].concepts} if "retain" in rows else set()
+        for name, concept_rows in record.rows.items():      # per group of layers where there are several
+            if split_row_set_name(name)[0] not in ROW_SETS:
+                raise ValueError(f"Unknown row set {name!r} in a saved erasure: update the pack.")
+            rows[name] = rows[name].union(concept_rows) if name in rows else concept_rows
+    forget, retain = (tuple(dict.fromkeys(c for name, r in rows.items() if split_row_set_name(name)[0] == kind
+                                          for c in r.concepts)) for kind in ("forget", "retain"))
+    retained = {c.lower() for c in retain}
     both = [c for c in forget if c.lower() in retained]
     if both:
         raise ValueError(f"{', '.join(map(repr, both))} is forgotten by one erasure and retained by another: "
@@ -253,7 +277,7 @@ def union_of(records_and_strengths: list[tuple[ErasureRecord, float]]) -> Erasur
     recipes = [record.recipe for record, _ in records_and_strengths]
     recipe = {**first.recipe,
               "forget": "\n".join(forget),
-              "retain": "\n".join(rows["retain"].concepts) if "retain" in rows else "",
+              "retain": "\n".join(retain),
               "concept_kind": ", ".join(dict.fromkeys(r.get("concept_kind", "") for r in recipes)),
               "templates": _joined_lines([r.get("templates", "") for r in recipes]),
               "strength": number_text(strength)}

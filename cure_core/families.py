@@ -10,7 +10,8 @@ as editing every key/value projection downstream of it, with far fewer weights.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 # The node's "layers" choice. The cross-attention-only choices exist for the UNet families.
 ALL_TEXT_LAYERS = "all text-reading layers"
@@ -40,6 +41,16 @@ class TextSegment:
     encoders: tuple[str, ...] = ()
     window: str | None = None
     plain_text: bool = False        # the tokenizer ignores ComfyUI's weight syntax (Qwen-Image)
+    # Which of the CLIP's outputs holds the rows: the conditioning tensor, or an extra output that
+    # ComfyUI passes to the model beside it (HiDream's conditioning_llama3, Hunyuan-DiT's conditioning_mt5xl).
+    output: str = "cond"
+    # For an output that stacks hidden layers, [batch, layers, rows, width] (HiDream's Llama): which layer.
+    hidden_layer: int | None = None
+
+    @property
+    def label(self) -> str:
+        """How the report names these rows."""
+        return self.tokens if self.hidden_layer is None else f"{self.tokens} hidden layer {self.hidden_layer}"
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,9 @@ class Family:
     name: str
     config_names: tuple[str, ...]          # ComfyUI ``supported_models`` class names
     encoder: str                           # what the edited layers read, for reports
-    segments: tuple[TextSegment, ...]      # rows of the encoder output, in order
+    # Rows of the encoder output, in order. With ``layer_reads``: every source some layer reads (a layer reads
+    # one of them; HiDream's Llama at the hidden layer that ``layer_reads`` names).
+    segments: tuple[TextSegment, ...]
     layer_patterns: dict[str, str]
     pooled: PooledPath | None = None
     # Refusal vector from denoiser activations: the output projections of the attention that brings
@@ -64,6 +77,14 @@ class Family:
     # An RMSNorm (weight key, eps) between the encoder and the edited layer (Lumina 2's cap_embedder):
     # the edit is built from the rows as that layer reads them.
     text_norm: tuple[str, float] | None = None
+    # Families whose edited layers read different encoder outputs (HiDream: each caption projection its
+    # own Llama layer or the T5 rows; Hunyuan-DiT: BERT or mT5 rows): the segments that one layer reads,
+    # from its key and the model's unet config. None: every edited layer reads ``segments``.
+    layer_reads: Callable[[str, Mapping], tuple[TextSegment, ...]] | None = None
+
+    def reads(self, key: str, unet_config: Mapping) -> tuple[TextSegment, ...]:
+        """The rows the layer ``key`` reads, as segments of the encoder outputs: each edit is built from them."""
+        return self.segments if self.layer_reads is None else self.layer_reads(key, unet_config)
 
     def denoiser_layer_keys(self, state_dict_keys, blocks: int = 2) -> list[str]:
         """The last ``blocks`` layers (in state-dict order, i.e. depth order) for the denoiser source."""
@@ -83,6 +104,35 @@ class Family:
 
 def _single_layer(key: str) -> dict[str, str]:
     return {ALL_TEXT_LAYERS: "^" + re.escape(key) + "$"}
+
+
+def _layers_matching(pattern: str) -> dict[str, str]:
+    """Weights under ``diffusion_model.`` whose name matches ``pattern``, for the one layer choice."""
+    return {ALL_TEXT_LAYERS: r"^diffusion_model\." + pattern + r"\.weight$"}
+
+
+_HIDREAM_T5 = TextSegment("t5xxl", ("t5xxl",))
+_HIDREAM_LLAMA = TextSegment("llama", ("llama",), output="conditioning_llama3")
+
+
+def _hidream_reads(key: str, unet_config: Mapping) -> tuple[TextSegment, ...]:
+    """HiDream's ``caption_projection.i`` reads Llama hidden layer ``llama_layers[i]`` (ComfyUI passes every
+    layer of the Llama, less its embedding output, as conditioning_llama3); the last one reads the T5 rows."""
+    index = int(key.split(".")[2])
+    llama_layers = list(unet_config["llama_layers"])
+    if index == len(llama_layers):
+        return (_HIDREAM_T5,)
+    return (replace(_HIDREAM_LLAMA, hidden_layer=llama_layers[index]),)
+
+
+_HYDIT_BERT = TextSegment("hydit_clip")
+_HYDIT_MT5 = TextSegment("mt5xl", output="conditioning_mt5xl")
+
+
+def _hydit_reads(key: str, _unet_config: Mapping) -> tuple[TextSegment, ...]:
+    """Hunyuan-DiT's cross-attention reads the BERT rows as they are; ``mlp_t5`` and the attention pool read
+    the mT5 rows (the pool's query on their mean)."""
+    return (_HYDIT_BERT,) if ".attn2.kv_proj." in key else (_HYDIT_MT5,)
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -180,6 +230,21 @@ FAMILIES: tuple[Family, ...] = (
            layer_patterns=_single_layer("diffusion_model.clip_txt_mapper.weight"),
            pooled=PooledPath("diffusion_model.clip_txt_pooled_mapper.weight"),
            denoiser_pattern=r"^diffusion_model\.(down|up)_blocks\.\d+\.\d+\.attention\.attn\.out_proj\.weight$"),
+    Family("HiDream", ("HiDream",),
+           encoder="Llama-3.1 8B hidden states (one layer per caption projection, 4096 wide) and T5-XXL token "
+                   "embeddings (4096 wide, 128 rows); CLIP-L ⊕ CLIP-G pooled for p_embedder",
+           segments=(_HIDREAM_T5, _HIDREAM_LLAMA),
+           layer_patterns=_layers_matching(r"caption_projection\.\d+\.linear"),
+           pooled=PooledPath("diffusion_model.p_embedder.pooled_embedder.linear_1.weight"),
+           denoiser_pattern=r"^diffusion_model\.double_stream_blocks\.\d+\.block\.attn1\.to_out\.weight$",
+           layer_reads=_hidream_reads),
+    Family("Hunyuan-DiT", ("HunyuanDiT", "HunyuanDiT1"),
+           encoder="Chinese RoBERTa (BERT) token embeddings (1024 wide) read by every cross-attention; mT5-XL "
+                   "token embeddings (2048 wide, 256 rows) read by mlp_t5 and the attention pool",
+           segments=(_HYDIT_BERT, _HYDIT_MT5),
+           layer_patterns=_layers_matching(r"(blocks\.\d+\.attn2\.kv_proj|mlp_t5\.0|pooler\.[kqv]_proj)"),
+           denoiser_pattern=r"^diffusion_model\.blocks\.\d+\.attn2\.out_proj\.weight$",
+           layer_reads=_hydit_reads),
 )
 
 

@@ -14,7 +14,8 @@ class TinyDemoModel(io.ComfyNode):
             node_id="CURE_TinyDemoModel",
             display_name="Tiny Demo Model (random weights)",
             category=f"{CATEGORY}/demo",
-            description="Builds ComfyUI's own SD1.x/SD2.x/SDXL/SD3/Flux/Chroma/Wan/PixArt/Cosmos/Lumina 2/Qwen-Image classes at a tiny size with seeded random weights "
+            description="Builds ComfyUI's own SD1.x/SD2.x/SDXL/SD3/Flux/Chroma/Wan/PixArt/Cosmos/Lumina 2/Qwen-Image/HiDream/"
+                        "Hunyuan-DiT classes at a tiny size with seeded random weights "
                         "and real tokenizers. It draws noise, not pictures: use it to try the erasure nodes, "
                         "test workflows, or run the pack without downloading a checkpoint.",
             inputs=[

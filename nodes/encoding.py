@@ -6,7 +6,9 @@ are the concept's, whatever the template or tokenizer. The prompt is encoded at 
 which ComfyUI treats exactly like unweighted text.
 
 An encoder output can be several runs of rows (SD3: the CLIP rows, then the T5 rows); the
-family's ``segments`` say which tokenizer output each run comes from.
+family's ``segments`` say which tokenizer output each run comes from. The CLIP can also hand the
+model rows beside its conditioning (HiDream's Llama layers, Hunyuan-DiT's mT5): a segment names the
+output it lives in, and for a stack of hidden layers the layer.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ..cure_core.families import TextSegment
 class EncodedConcepts:
     rows: torch.Tensor                  # [n, d] selected token embeddings (float32)
     tokens_per_concept: dict[str, int]  # how many rows each concept contributed
-    segments: tuple[str, ...]           # tokenizer outputs the rows came from
+    segments: tuple[str, ...]           # the segments the rows came from (their labels)
     pooled: torch.Tensor | None         # [prompts, d_pooled] pooled vectors, when asked for
 
 
@@ -141,79 +143,117 @@ def _batch_signature(tokens: dict) -> tuple:
     return tuple(sorted({(key, len(chunk)) for key, chunks in tokens.items() for chunk in chunks}))
 
 
-def encode_token_rows(clip, token_dicts: list[dict], segments: list[TextSegment]) -> list[dict[str, torch.Tensor]]:
+def _segment_rows(outputs: dict, segment: TextSegment) -> torch.Tensor:
+    """``[rows, width]`` of the output a segment lives in (one hidden layer of a stacked output), float32."""
+    tensor = outputs[segment.output]
+    if tensor.ndim == 4:            # [batch, layers, rows, width]: HiDream's Llama layers
+        if segment.hidden_layer is None:
+            raise RuntimeError(f"The encoder output {segment.output!r} stacks hidden layers: the segment must "
+                               "name the one a layer reads.")
+        tensor = tensor[:, segment.hidden_layer]
+    return tensor[0].float()
+
+
+def encode_token_rows(clip, token_dicts: list[dict],
+                      segments: list[TextSegment]) -> list[dict[TextSegment, torch.Tensor]]:
     """For every tokenized prompt and every segment, the encoder output rows of its tokens (float32).
 
     Prompts are encoded in as few forward passes as possible: each prompt becomes a section of
     one batch (ComfyUI encodes sections together and concatenates them, segment by segment).
+    Segments may live in different outputs of the same pass (the conditioning and its extras).
     """
     # An encoder that crops its output (HunyuanVideo) crops the whole batch at once: one prompt per pass there.
     cropped = any(s.window is not None for s in segments)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for index, tokens in enumerate(token_dicts):
         groups[(index,) if cropped else _batch_signature(tokens)].append(index)
-    out: list[dict[str, torch.Tensor]] = [{} for _ in token_dicts]
+    out: list[dict[TextSegment, torch.Tensor]] = [{} for _ in token_dicts]
     for members in groups.values():
         first = token_dicts[members[0]]
         batch = {key: [chunk for i in members for chunk in token_dicts[i][key]] for key in first}
-        cond = clip.encode_from_tokens(batch)[0].float()
-        lengths = {}
+        outputs = clip.encode_from_tokens(batch, return_dict=True)
+        lengths = {}                              # tokenizer key -> rows of each prompt
         for s in segments:
             windows = [row_window(s, _flatten(token_dicts[i], s.tokens)) for i in members]
             lengths[s.tokens] = [stop - start for start, stop, _ in windows]
-        expected = sum(sum(v) for v in lengths.values())
-        if expected != cond.shape[0]:
-            raise RuntimeError(f"The text encoder returned {cond.shape[0]} rows where its tokens "
-                               f"({', '.join(lengths)}) make {expected}: this encoder layout is not supported.")
-        offset = 0
-        for key in lengths:                       # segment-major: all prompts' rows of one segment, then the next
-            for i, length in zip(members, lengths[key]):
-                out[i][key] = cond[offset:offset + length]
+        starts = {}                               # (output, tokenizer key) -> its first row in that output
+        for name in dict.fromkeys(s.output for s in segments):
+            offset = 0
+            for key in dict.fromkeys(s.tokens for s in segments if s.output == name):   # in output order
+                starts[name, key] = offset
+                offset += sum(lengths[key])
+            if offset != outputs[name].shape[-2]:
+                raise RuntimeError(f"The text encoder returned {outputs[name].shape[-2]} rows in {name!r} where "
+                                   f"its tokens make {offset}: this encoder layout is not supported.")
+        for s in segments:                        # segment-major: all prompts' rows of one segment, then the next
+            rows, offset = _segment_rows(outputs, s), starts[s.output, s.tokens]
+            for i, length in zip(members, lengths[s.tokens]):
+                out[i][s] = rows[offset:offset + length]
                 offset += length
     return out
 
 
-def encode_concept_sets(clip, prompt_sets: list[list[tuple[str, str, str]]], selection: str,
-                        segments: tuple[TextSegment, ...], with_pooled: bool = False) -> list[EncodedConcepts | None]:
-    """Encode the ``(concept, prefix, suffix)`` prompts of every set (forget, retain) in one batch and keep
-    the selected rows of every segment; an empty set gives ``None``."""
+def encode_concept_groups(clip, prompt_sets: list[list[tuple[str, str, str]]], selection: str,
+                          groups: list[tuple[TextSegment, ...]],
+                          with_pooled: bool = False) -> list[list[EncodedConcepts | None] | None]:
+    """Encode the ``(concept, prefix, suffix)`` prompts of every set (forget, retain) in one batch and, for every
+    group of segments (the rows one kind of layer reads), keep the selected rows of its segments.
+
+    Returns, per group, one entry per set (``None`` for an empty set), or ``None`` for a group none of whose
+    encoders this CLIP has (the model reads zeros there: nothing to erase).
+    """
     if not any(prompt_sets):
         raise ValueError("No concept prompts to encode.")
-    active = active_segments(clip, segments)
-    keys = [s.tokens for s in active]
-    located = [[_Prompt(concept, *locate_concept(clip, concept, prefix, suffix, active))
+    active = active_segments(clip, tuple(dict.fromkeys(s for group in groups for s in group)))
+    sources = list({s.tokens: s for s in active}.values())        # one per tokenizer output, to locate tokens in
+    located = [[_Prompt(concept, *locate_concept(clip, concept, prefix, suffix, sources))
                 for concept, prefix, suffix in prompts] for prompts in prompt_sets]
     flat = [prompt for prompts in located for prompt in prompts]
     for prompt in flat:
         if not any(p.concept for p in prompt.positions.values()):
             raise ValueError(f"The concept {prompt.concept!r} tokenizes to nothing with this text encoder: "
                              "use words the tokenizer knows.")
-    encoded = iter(encode_token_rows(clip, [p.tokens for p in flat], active))
-    results: list[EncodedConcepts | None] = []
-    for prompts in located:
-        if not prompts:
+    encoded = encode_token_rows(clip, [p.tokens for p in flat], active)
+    pooled = [None] * len(located)
+    if with_pooled:         # ComfyUI returns the pooled vector of the first section only: one pass per prompt
+        pooled = [torch.cat([clip.encode_from_tokens(p.tokens, return_pooled=True)[1].float().reshape(1, -1)
+                             for p in prompts]) if prompts else None for prompts in located]
+    results: list[list[EncodedConcepts | None] | None] = []
+    for group in groups:
+        segments = [s for s in group if s in active]
+        if not segments:
             results.append(None)
             continue
-        rows, counts = [], {}
-        for prompt in prompts:
-            per_key = next(encoded)
-            for key in keys:
-                picked = prompt.positions[key].select(selection)
-                rows.append(per_key[key][picked])
-                counts[prompt.concept] = counts.get(prompt.concept, 0) + len(picked)
-        pooled = None
-        if with_pooled:     # ComfyUI returns the pooled vector of the first section only: one pass per prompt
-            pooled = torch.cat([clip.encode_from_tokens(p.tokens, return_pooled=True)[1].float().reshape(1, -1)
-                                for p in prompts])
-        results.append(EncodedConcepts(torch.cat(rows), counts, tuple(keys), pooled))
+        per_set: list[EncodedConcepts | None] = []
+        index = 0
+        for prompts, set_pooled in zip(located, pooled):
+            if not prompts:
+                per_set.append(None)
+                continue
+            rows, counts = [], {}
+            for prompt in prompts:
+                per_segment = encoded[index]
+                index += 1
+                for s in segments:
+                    picked = prompt.positions[s.tokens].select(selection)
+                    rows.append(per_segment[s][picked])
+                    counts[prompt.concept] = counts.get(prompt.concept, 0) + len(picked)
+            per_set.append(EncodedConcepts(torch.cat(rows), counts, tuple(s.label for s in segments), set_pooled))
+        results.append(per_set)
     return results
+
+
+def encode_concept_sets(clip, prompt_sets: list[list[tuple[str, str, str]]], selection: str,
+                        segments: tuple[TextSegment, ...], with_pooled: bool = False) -> list[EncodedConcepts | None]:
+    """:func:`encode_concept_groups` for layers that all read the same rows, ``segments``."""
+    return encode_concept_groups(clip, prompt_sets, selection, [segments], with_pooled)[0]
 
 
 @dataclass(frozen=True)
 class EncodedPrompt:
-    """Token ids and encoder rows of a prompt's text and end token, per segment key."""
-    ids: dict[str, list[int]]
-    rows: dict[str, torch.Tensor]
+    """Token ids and encoder rows of a prompt's text and end token, per segment (of the CLIP's active ones)."""
+    ids: dict[TextSegment, list[int]]
+    rows: dict[TextSegment, torch.Tensor]
 
 
 def encode_prompts(clip, prompts: list[str], segments: tuple[TextSegment, ...]) -> list[EncodedPrompt]:
@@ -237,7 +277,7 @@ def encode_prompts(clip, prompts: list[str], segments: tuple[TextSegment, ...]) 
             positions = _positions(flat, flat, s).select("all prompt tokens")
             if not positions:
                 raise ValueError(f"The prompt {prompt!r} tokenizes to nothing with this text encoder.")
-            ids[s.tokens] = [flat[start + i][0] for i in positions]
-            rows[s.tokens] = per_key[s.tokens][positions]
+            ids[s] = [flat[start + i][0] for i in positions]
+            rows[s] = per_key[s][positions]
         result.append(EncodedPrompt(ids, rows))
     return result

@@ -20,19 +20,30 @@ TEXT_SOURCE, DENOISER_SOURCE = "text embeddings", "denoiser activations"
 SOURCES = (TEXT_SOURCE, DENOISER_SOURCE)
 
 
-def _text_rows(model, clip, family, pairs, neutral):
-    """Per text-reading layer key: (unsafe rows, safe rows, neutral rows or None), shared by all of them."""
+def _text_rows(model, clip, family, keys, pairs, neutral):
+    """Per text-reading layer key: (unsafe rows, safe rows, neutral rows or None), as the layer reads them.
+    Layers that read the same encoder rows share one tuple (hence one eraser); layers that read only an encoder
+    this CLIP lacks (it gives the model zeros there) get none."""
+    unet_config = model.model.model_config.unet_config
+    reads = {key: family.reads(key, unet_config) for key in keys}
     prompts = [p for pair in pairs for p in pair] + neutral
-    encoded = encode_prompts(clip, prompts, family.segments)
-    unsafe_rows, safe_rows = [], []
-    for i in range(len(pairs)):
-        unsafe, safe = encoded[2 * i], encoded[2 * i + 1]
-        for key in unsafe.ids:
-            u, s = pair_rows(unsafe.ids[key], unsafe.rows[key], safe.ids[key], safe.rows[key])
-            unsafe_rows.append(u)
-            safe_rows.append(s)
-    neutral_rows = torch.cat([r for e in encoded[2 * len(pairs):] for r in e.rows.values()]) if neutral else None
-    return torch.cat(unsafe_rows), torch.cat(safe_rows), neutral_rows
+    encoded = encode_prompts(clip, prompts, tuple(dict.fromkeys(s for group in reads.values() for s in group)))
+    shared = {}
+    for group in dict.fromkeys(reads.values()):
+        segments = [s for s in group if s in encoded[0].rows]
+        if not segments:
+            continue
+        unsafe_rows, safe_rows = [], []
+        for i in range(len(pairs)):
+            unsafe, safe = encoded[2 * i], encoded[2 * i + 1]
+            for s in segments:
+                u, v = pair_rows(unsafe.ids[s], unsafe.rows[s], safe.ids[s], safe.rows[s])
+                unsafe_rows.append(u)
+                safe_rows.append(v)
+        neutral_rows = torch.cat([e.rows[s] for e in encoded[2 * len(pairs):] for s in segments]) if neutral else None
+        shared[group] = tuple(rows_as_read(model, family, r)
+                              for r in (torch.cat(unsafe_rows), torch.cat(safe_rows), neutral_rows))
+    return {key: shared[group] for key, group in reads.items() if group in shared}
 
 
 def _denoiser_rows(model, clip, keys, pairs, neutral, steps, size):
@@ -73,12 +84,14 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
         raise ValueError(f"No layers to edit found in this {family.name} model: is it a complete checkpoint?")
 
     if source == TEXT_SOURCE:
-        shared = tuple(rows_as_read(model, family, r) for r in _text_rows(model, clip, family, pairs, neutral))
-        width = comfy.utils.get_attr(model.model, keys[0]).shape[1]
-        if shared[0].shape[1] != width:
-            raise ValueError(f"The CLIP gives {shared[0].shape[1]}-wide embeddings but this {family.name} model reads "
-                             f"{width}-wide ones: connect the CLIP that belongs to this model.")
-        rows = {key: shared for key in keys}
+        rows = _text_rows(model, clip, family, keys, pairs, neutral)
+        keys = [key for key in keys if key in rows]
+        for key in keys:
+            width = comfy.utils.get_attr(model.model, key).shape[1]
+            if rows[key][0].shape[1] != width:
+                raise ValueError(f"The CLIP gives {rows[key][0].shape[1]}-wide embeddings but this {family.name} "
+                                 f"model's {key.removesuffix('.weight')} reads {width}-wide ones: connect the CLIP "
+                                 "that belongs to this model.")
     else:
         rows = _denoiser_rows(model, clip, keys, pairs, neutral, denoiser_steps, denoiser_size)
 

@@ -56,7 +56,7 @@ def erase_concepts_uce(model, clip, forget_text: str, preserve_text: str = "", g
     *forget_sets, preserve_set = per_prompt
     guides = encode_prompts(clip, [" ".join(f"{prefix}{guide}{suffix}".split()) for _, prefix, suffix in forget_prompts],
                             family.segments)
-    segment = family.segments[0].tokens
+    segment = family.segments[0]          # EncodedPrompt.rows is keyed by TextSegment
     forget_rows = torch.cat([s.rows for s in forget_sets])
     targets = torch.cat([g.rows[segment][-1:].expand(len(s.rows), -1) for s, g in zip(forget_sets, guides)])
     preserve_rows = None if preserve_set is None else preserve_set.rows

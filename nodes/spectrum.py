@@ -3,7 +3,9 @@
 For each CURE erasure on the MODEL: the energy shares ``r_i`` of the forget and retain sets and the
 expanded shares ``f(r_i; α)`` the projectors use, then per edited layer the share of the forget
 rows' output energy removed and how far retained outputs moved. All figures are the ones the erase
-node computed (kept on its patches, and in erasure files), not recomputed here.
+node computed (kept on its patches, and in erasure files), not recomputed here. Where the layers
+read different encoder rows (HiDream, Hunyuan-DiT: one eraser per group of layers), each group's
+spectra get a row of their own, named after the rows the group reads.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from comfy_api.latest import io
 
-from ..cure_core.erasure_file import CURE_METHOD, Erasure
+from ..cure_core.erasure_file import CURE_METHOD, Erasure, row_set_name, split_row_set_name
 from .erase_cure import CATEGORY
 from .patching import erasures_on
 
@@ -30,6 +32,7 @@ class Chart:
     series: tuple[tuple[str, tuple[int, int, int], tuple[float, ...]], ...]
     overlay: bool = False           # True: two series, the first drawn as a tick over the second's bars
     note: str = ""
+    group: str | None = None        # the group of layers a spectrum belongs to (None: all the edited layers)
 
 
 def charts_for(erasure: Erasure) -> tuple[str, list[Chart]]:
@@ -37,17 +40,21 @@ def charts_for(erasure: Erasure) -> tuple[str, list[Chart]]:
     recipe = erasure.record.recipe
     charts = []
     spectra = erasure.record.spectra
-    for name, colour, alpha in (("forget", FORGET, recipe.get("alpha_forget")),
-                                ("retain", RETAIN, recipe.get("alpha_retain"))):
-        if f"{name}_energy" not in spectra:
-            continue
-        energy = spectra[f"{name}_energy"].float().tolist()
-        gains = spectra[f"{name}_gains"].float().tolist()
-        shown = min(len(energy), MAX_BARS)
-        note = f"strongest {shown} of {len(energy)} components" if shown < len(energy) else f"{len(energy)} components"
-        charts.append(Chart(f"{name.capitalize()} set: energy share r and expanded f(r; alpha={alpha})",
-                            (("r", INK, tuple(energy[:shown])), (f"f(r; {alpha})", colour, tuple(gains[:shown]))),
-                            overlay=True, note=note))
+    groups = dict.fromkeys(split_row_set_name(name)[1] for name in spectra)     # in the order they were built
+    for group in groups:
+        for name, colour, alpha in (("forget", FORGET, recipe.get("alpha_forget")),
+                                    ("retain", RETAIN, recipe.get("alpha_retain"))):
+            if row_set_name(f"{name}_energy", group) not in spectra:
+                continue
+            energy = spectra[row_set_name(f"{name}_energy", group)].float().tolist()
+            gains = spectra[row_set_name(f"{name}_gains", group)].float().tolist()
+            shown = min(len(energy), MAX_BARS)
+            note = (f"strongest {shown} of {len(energy)} components" if shown < len(energy)
+                    else f"{len(energy)} components")
+            where = "" if group is None else f" ({group})"
+            charts.append(Chart(f"{name.capitalize()} set{where}: energy share r and expanded f(r; alpha={alpha})",
+                                (("r", INK, tuple(energy[:shown])), (f"f(r; {alpha})", colour, tuple(gains[:shown]))),
+                                overlay=True, note=note, group=group))
     keys = list(erasure.record.figures)
     figures = [erasure.record.figures[k] for k in keys]
     cure = recipe.get("method") == CURE_METHOD
@@ -122,7 +129,8 @@ def _draw_chart(draw: ImageDraw.ImageDraw, chart: Chart, box: tuple[int, int, in
 
 
 def draw_erasures(erasures: list[Erasure], width: int = 960, chart_height: int = 230) -> Image.Image:
-    """One block per erasure: a heading, the forget and retain spectra side by side, the per-layer chart."""
+    """One block per erasure: a heading, the forget and retain spectra side by side (a row per group of layers
+    that read the same rows), the per-layer chart."""
     if not erasures:
         raise ValueError("This MODEL carries no erasure: connect the model output of an erase node "
                          "(or of Apply Erasure File / Combine Erasure Files).")
@@ -130,7 +138,8 @@ def draw_erasures(erasures: list[Erasure], width: int = 960, chart_height: int =
     heights = []
     for _, charts in blocks:
         spectra = [c for c in charts if c.overlay]
-        heights.append(28 + (chart_height if spectra else 0) + chart_height * (len(charts) - len(spectra)) + 12)
+        groups = len({c.group for c in spectra})
+        heights.append(28 + chart_height * groups + chart_height * (len(charts) - len(spectra)) + 12)
     image = Image.new("RGB", (width, sum(heights)), BACKGROUND)
     draw = ImageDraw.Draw(image)
     font, small = _font(14), _font(11)
@@ -138,11 +147,13 @@ def draw_erasures(erasures: list[Erasure], width: int = 960, chart_height: int =
     for (heading, charts), height in zip(blocks, heights):
         draw.text((8, top + 6), _fit(draw, heading, font, width - 16), fill=INK, font=font)
         y = top + 28
-        spectra = [c for c in charts if c.overlay]
-        for i, chart in enumerate(spectra):
-            span = (width - 16) // len(spectra)
-            _draw_chart(draw, chart, (8 + i * span, y, 8 + (i + 1) * span - 12, y + chart_height - 8), font, small)
-        y += chart_height if spectra else 0
+        for group in dict.fromkeys(c.group for c in charts if c.overlay):
+            row = [c for c in charts if c.overlay and c.group == group]
+            span = (width - 16) // len(row)
+            for i, chart in enumerate(row):
+                _draw_chart(draw, chart, (8 + i * span, y, 8 + (i + 1) * span - 12, y + chart_height - 8), font,
+                            small)
+            y += chart_height
         for chart in (c for c in charts if not c.overlay):
             _draw_chart(draw, chart, (8, y, width - 8, y + chart_height - 8), font, small)
             y += chart_height
@@ -165,7 +176,8 @@ class ErasureSpectrum(io.ComfyNode):
             category=CATEGORY,
             description="Draws what the erasures on a MODEL do: the energy spectrum of the forget and retain sets "
                         "with CURE's expansion applied, and per edited layer the forget energy removed and how far "
-                        "retained outputs moved. Connect the image to Preview Image or Save Image.",
+                        "retained outputs moved (HiDream, Hunyuan-DiT: a row of spectra per group of layers that "
+                        "read the same encoder rows). Connect the image to Preview Image or Save Image.",
             inputs=[
                 io.Model.Input("model", tooltip="The model output of an erase node, Apply Erasure File or Combine "
                                                 "Erasure Files."),

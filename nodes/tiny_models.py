@@ -17,6 +17,7 @@ import comfy.model_patcher
 import comfy.sd
 import comfy.supported_models
 import comfy.supported_models_base
+import comfy.text_encoders.hidream
 import comfy.text_encoders.sd3_clip
 import comfy.text_encoders.wan
 from comfy.ldm.models.autoencoder import AutoencoderKL
@@ -44,9 +45,9 @@ _SPIECE_WORDS = ("a an the of in on by with and photo painting picture image por
 
 @functools.lru_cache(maxsize=2)
 def tiny_spiece_model(with_bos: bool = False) -> bytes:
-    """A small SentencePiece model (umT5 layout: pad 0, eos 1, unk 2; Gemma layout with ``with_bos``:
+    """A small SentencePiece model (umT5 / mT5 layout: pad 0, eos 1, unk 2; Gemma layout with ``with_bos``:
     pad 0, eos 1, bos 2, unk 3; byte fallback, so every text tokenizes), trained here in a second:
-    neither umT5's (Wan) nor Gemma's (Lumina 2) tokenizer ships with ComfyUI."""
+    neither umT5's (Wan), mT5's (Hunyuan-DiT) nor Gemma's (Lumina 2) tokenizer ships with ComfyUI."""
     import sentencepiece
     sentences = [" ".join(_SPIECE_WORDS[(i * 7 + j * 3) % len(_SPIECE_WORDS)] for j in range(12))
                  for i in range(400)]
@@ -66,6 +67,12 @@ def _wan_clip_target(_config):
 def _sd3_clip_target(_config):
     return comfy.supported_models_base.ClipTarget(comfy.text_encoders.sd3_clip.SD3Tokenizer,
                                                    comfy.text_encoders.sd3_clip.sd3_clip(True, True, True))
+
+
+def _hidream_clip_target(_config):
+    """ComfyUI's HiDream config names no text encoder (users load four with QuadrupleCLIPLoader): all four."""
+    return comfy.supported_models_base.ClipTarget(comfy.text_encoders.hidream.HiDreamTokenizer,
+                                                   comfy.text_encoders.hidream.hidream_clip())
 
 
 # family -> (ComfyUI config class, tiny unet config, text-encoder options, latent channels, CLIP target or None)
@@ -182,10 +189,30 @@ _SPECS = {
                          "num_heads": 2, "extra_per_block_abs_pos_emb": False, "rope_h_extrapolation_ratio": 4.0,
                          "rope_w_extrapolation_ratio": 4.0, "rope_t_extrapolation_ratio": 1.0},
                         {"t5xxl_model_config": _SMALL_T5}, 16, None),
+    # Two double-stream and two single-stream blocks: caption_projection.0-3 read Llama layers 0, 1, 3, 3
+    # (the real model's list reads layer 31 from block 31 on), caption_projection.4 reads the T5 rows.
+    "HiDream": (comfy.supported_models.HiDream,
+                {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16,
+                 "num_layers": 2, "num_single_layers": 2, "attention_head_dim": 32, "num_attention_heads": 2,
+                 "caption_channels": [64, 48], "text_emb_dim": 2 * _POOLED_WIDTH, "num_routed_experts": 2,
+                 "num_activated_experts": 1, "axes_dims_rope": [16, 8, 8], "max_resolution": [16, 16],
+                 "llama_layers": [0, 1, 3, 3]},
+                {"clip_l_model_config": _SMALL_CLIP, "clip_g_model_config": {**_SMALL_CLIP, "hidden_size": _POOLED_WIDTH},
+                 "t5xxl_model_config": _SMALL_T5,
+                 "llama_model_config": {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 4,
+                                        "num_attention_heads": 2, "num_key_value_heads": 1}}, 16, _hidream_clip_target),
+    # Depth 2: Hunyuan-DiT's long skips need an even depth. mT5 64 wide (the attention pool has 8 heads).
+    "Hunyuan-DiT": (comfy.supported_models.HunyuanDiT,
+                    {"image_model": "hydit", "input_size": 32, "patch_size": 2, "in_channels": 4, "hidden_size": 64,
+                     "depth": 2, "num_heads": 2, "mlp_ratio": 2.0, "text_states_dim": 48, "text_states_dim_t5": 64,
+                     "text_len": 77, "text_len_t5": 256},
+                    {"hydit_clip_model_config": {"hidden_size": 48, "intermediate_size": 96, "num_attention_heads": 2,
+                                                 "num_hidden_layers": 2},
+                     "mt5xl_model_config": {**_SMALL_T5, "vocab_size": 320}}, 4, None),
 }
 # Families whose VAE this module can build (not the video VAEs of LTX-Video, Mochi, HunyuanVideo): the demo's list.
 DEMO_FAMILIES = ("SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "PixArt", "Cosmos Predict2", "Lumina 2",
-                 "Qwen-Image")
+                 "Qwen-Image", "HiDream", "Hunyuan-DiT")
 _WAN_VAE_FAMILIES = ("Wan 2.1", "Cosmos Predict2", "Qwen-Image")      # they decode with the Wan 2.1 VAE
 
 
@@ -232,6 +259,8 @@ def tiny_clip(family: str, seed: int = 0, embedding_directory: str | None = None
     tokenizer_data = {}
     if "umt5xxl_model_config" in clip_options or "gemma2_2b_model_config" in clip_options:
         tokenizer_data = {"spiece_model": tiny_spiece_model(with_bos="gemma2_2b_model_config" in clip_options)}
+    if "mt5xl_model_config" in clip_options:       # Hunyuan-DiT checkpoints carry it under this key
+        tokenizer_data = {"mt5xl.spiece_model": tiny_spiece_model()}
     clip = comfy.sd.CLIP(target=target, embedding_directory=embedding_directory, tokenizer_data=tokenizer_data,
                          model_options={**clip_options, "dtype": torch.float32})
     qwen = getattr(clip.cond_stage_model, "qwen25_7b", None)

@@ -28,7 +28,7 @@ def latent_node(args: argparse.Namespace) -> dict:
     size = {"width": args.size, "height": args.size, "batch_size": 1}
     if args.family in ("Wan 2.1", "Cosmos Predict2"):
         return {"class_type": "EmptyHunyuanLatentVideo", "inputs": {**size, "length": 1}}
-    if args.family in ("SD3", "Flux", "Chroma", "Lumina 2", "Qwen-Image"):
+    if args.family in ("SD3", "Flux", "Chroma", "Lumina 2", "Qwen-Image", "HiDream"):
         return {"class_type": "EmptySD3LatentImage", "inputs": size}
     return {"class_type": "EmptyLatentImage", "inputs": size}
 

@@ -70,7 +70,8 @@ def test_unsupported_family_names_the_supported_ones(sd1, erase):
         erase(aura, sd1[1], FORGET)
     assert "'AuraFlow'" in str(error.value)
     assert "Supported families: SD1.x, SD2.x, SDXL, SDXL Refiner, SD3, Flux, Chroma, Wan 2.1 / 2.2, LTX-Video, " \
-           "Mochi, PixArt, HunyuanVideo, Qwen-Image, Lumina 2, Cosmos 1.0, Cosmos Predict2, Stable Cascade" in str(error.value)
+           "Mochi, PixArt, HunyuanVideo, Qwen-Image, Lumina 2, Cosmos 1.0, Cosmos Predict2, Stable Cascade, HiDream, " \
+           "Hunyuan-DiT." in str(error.value)
     assert aura.patches == {}
 
 

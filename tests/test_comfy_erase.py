@@ -7,7 +7,7 @@ import torch
 from conftest import pack_module
 
 FAMILIES = ["SD1.x", "SD2.x", "SDXL", "SD3", "Flux", "Chroma", "Wan 2.1", "LTX-Video", "Mochi", "PixArt", "HunyuanVideo",
-            "Stable Cascade", "Cosmos Predict2", "Cosmos 1.0", "Lumina 2", "Qwen-Image"]
+            "Stable Cascade", "Cosmos Predict2", "Cosmos 1.0", "Lumina 2", "Qwen-Image", "HiDream", "Hunyuan-DiT"]
 FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"
 # What each family must have edited, written independently of the pack's own family table.
 TEXT_LAYERS = {
@@ -27,6 +27,8 @@ TEXT_LAYERS = {
     "Cosmos 1.0": r"^diffusion_model\.blocks\.block\d+\.blocks\.1\.block\.attn\.to_[kv]\.0\.weight$",
     "Lumina 2": r"^diffusion_model\.cap_embedder\.1\.weight$",
     "Qwen-Image": r"^diffusion_model\.txt_in\.weight$",
+    "HiDream": r"^diffusion_model\.caption_projection\.\d+\.linear\.weight$",
+    "Hunyuan-DiT": r"^diffusion_model\.(blocks\.\d+\.attn2\.kv_proj|mlp_t5\.0|pooler\.[kqv]_proj)\.weight$",
 }
 # Lumina 2's and Qwen-Image's edited layers read the rows through an RMSNorm: the tests apply it themselves.
 RMS_NORM_BEFORE = {"Lumina2": ("diffusion_model.cap_embedder.0.weight", 1e-5),
@@ -34,7 +36,21 @@ RMS_NORM_BEFORE = {"Lumina2": ("diffusion_model.cap_embedder.0.weight", 1e-5),
 POOLED = {"SDXL": "diffusion_model.label_emb.0.0.weight", "SD3": "diffusion_model.y_embedder.mlp.0.weight",
           "Flux": "diffusion_model.vector_in.in_layer.weight",
           "HunyuanVideo": "diffusion_model.vector_in.in_layer.weight",
-          "Stable Cascade": "diffusion_model.clip_txt_pooled_mapper.weight"}
+          "Stable Cascade": "diffusion_model.clip_txt_pooled_mapper.weight",
+          "HiDream": "diffusion_model.p_embedder.pooled_embedder.linear_1.weight"}
+
+
+def layer_reads(model, key):
+    """``(tokenizer key, CLIP output, hidden layer)`` a layer reads, for the families whose layers read different
+    encoder outputs (from comfy/ldm/hidream/model.py and comfy/ldm/hydit/models.py); None for the others."""
+    config_name = type(model.model.model_config).__name__
+    if config_name == "HiDream":        # caption_projection.i reads Llama layer llama_layers[i], the last one T5
+        index, llama_layers = int(key.split(".")[2]), model.model.diffusion_model.llama_layers
+        return ("t5xxl", "cond", None) if index == len(llama_layers) else \
+            ("llama", "conditioning_llama3", llama_layers[index])
+    if config_name == "HunyuanDiT":     # cross-attention reads the BERT rows, mlp_t5 and the pool the mT5 rows
+        return ("hydit_clip", "cond", None) if ".attn2.kv_proj." in key else ("mt5xl", "conditioning_mt5xl", None)
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +91,15 @@ def sample(comfy, model, clip, prompt="a painting by Van Gogh", seed=7):
     return comfy.nodes.KSampler().sample(model, seed, 2, 5.0, "euler", "normal", positive, negative, latent)[0]["samples"]
 
 
-def rows(encoding, model, clip, concepts, kind_templates=("{}", "a painting by {}")):
+def rows(encoding, model, clip, concepts, kind_templates=("{}", "a painting by {}"), key=None):
+    """The concept rows the layer ``key`` reads (any edited layer where they all read the same)."""
     from cure_core.concepts import expand, parse_concepts
-    from cure_core.families import family_for_config
+    from cure_core.families import TextSegment, family_for_config
     config_name = type(model.model.model_config).__name__
     segments = family_for_config(config_name).segments
+    read = None if key is None else layer_reads(model, key)
+    if read is not None:
+        segments = (TextSegment(read[0], output=read[1], hidden_layer=read[2]),)
     out = encoding.encode_concept_sets(clip, [expand(parse_concepts(concepts), kind_templates)],
                                        "concept + end token", segments)[0].rows
     if config_name in RMS_NORM_BEFORE:
@@ -87,6 +107,11 @@ def rows(encoding, model, clip, concepts, kind_templates=("{}", "a painting by {
         weight = model.model.state_dict()[key].float()
         out = out / torch.sqrt(out.pow(2).mean(-1, keepdim=True) + eps) * weight
     return out
+
+
+def layer_rows(encoding, model, clip, concepts, keys, **options):
+    """:func:`rows` for every key."""
+    return {k: rows(encoding, model, clip, concepts, key=k, **options) for k in keys}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -107,35 +132,36 @@ def test_only_the_text_reading_layers_are_patched(family, built, erase):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_forget_key_value_outputs_fall_towards_zero(family, built, erase, comfy, encoding):
     model, clip = built(family)
-    forget = rows(encoding, model, clip, FORGET)
-    other = rows(encoding, model, clip, "a red bicycle")
     keys = text_layer_keys(model, family)
+    forget = layer_rows(encoding, model, clip, FORGET, keys)
+    other = layer_rows(encoding, model, clip, "a red bicycle", keys)
     original = loaded_weights(comfy, model, keys)
     previous = None
     for alpha in (2.0, 20.0, 1e4, 1e8):
         patched, _ = erase(model, clip, FORGET, "", alpha_forget=alpha, templates_text="{}\na painting by {}")
         edited = loaded_weights(comfy, patched, keys)
-        ratio = max(float((forget @ edited[k].T).norm() / (forget @ original[k].T).norm()) for k in keys)
+        ratio = max(float((forget[k] @ edited[k].T).norm() / (forget[k] @ original[k].T).norm()) for k in keys)
         if previous is not None:
             assert ratio < previous                  # larger alpha, stronger erasure
         previous = ratio
     assert previous < 1e-3                           # towards zero: W' e_f ≈ 0 for every forget embedding
-    moved = max(float((other @ (edited[k] - original[k]).T).norm() / (other @ original[k].T).norm()) for k in keys)
+    moved = max(float((other[k] @ (edited[k] - original[k]).T).norm() / (other[k] @ original[k].T).norm())
+                for k in keys)
     assert moved < 1.0                               # an unrelated prompt is not wiped out with it
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_retained_outputs_stay_put(family, built, erase, comfy, encoding):
     model, clip = built(family)
-    forget, retain = rows(encoding, model, clip, FORGET), rows(encoding, model, clip, RETAIN)
     keys = text_layer_keys(model, family)
+    forget, retain = layer_rows(encoding, model, clip, FORGET, keys), layer_rows(encoding, model, clip, RETAIN, keys)
     original = loaded_weights(comfy, model, keys)
     patched, _ = erase(model, clip, FORGET, RETAIN, alpha_forget=50.0, alpha_retain=1e8,
                        templates_text="{}\na painting by {}")
     edited = loaded_weights(comfy, patched, keys)
     for k in keys:
-        retain_moved = float((retain @ (edited[k] - original[k]).T).norm() / (retain @ original[k].T).norm())
-        forget_moved = float((forget @ (edited[k] - original[k]).T).norm() / (forget @ original[k].T).norm())
+        retain_moved = float((retain[k] @ (edited[k] - original[k]).T).norm() / (retain[k] @ original[k].T).norm())
+        forget_moved = float((forget[k] @ (edited[k] - original[k]).T).norm() / (forget[k] @ original[k].T).norm())
         assert retain_moved < 1e-3, k
         assert forget_moved > 100 * retain_moved, k
 
@@ -154,6 +180,65 @@ def test_original_model_samples_bit_identically_after_the_erased_clone(family, b
     sample(comfy, patched, clip)
     comfy.mm.unload_all_models()
     assert_same_state(snapshot(model), weights_before)
+
+
+def layer_inputs(comfy, model, clip, prompt, keys):
+    """What each layer receives in a real sampling step on ``prompt`` (cfg 1: the prompt's batch alone), as rows."""
+    seen = {}
+
+    def recorder(key):
+        def record(_module, inputs):
+            seen.setdefault(key, inputs[0].detach().float().reshape(-1, inputs[0].shape[-1]).clone())
+        return record
+
+    handles = [comfy.utils.get_attr(model.model, k.removesuffix(".weight")).register_forward_pre_hook(recorder(k))
+               for k in keys]
+    try:
+        conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
+        latent = {"samples": torch.zeros(1, model.model.latent_format.latent_channels, 8, 8)}
+        comfy.nodes.KSampler().sample(model, 0, 1, 1.0, "euler", "normal", conditioning, conditioning, latent)
+    finally:
+        for handle in handles:
+            handle.remove()
+    comfy.mm.unload_all_models()
+    return seen
+
+
+@pytest.mark.parametrize("family", ["HiDream", "Hunyuan-DiT"])
+def test_each_layer_is_erased_in_the_rows_it_receives_while_sampling(family, built, erase, comfy):
+    """For the families whose layers read different encoder outputs (HiDream's Llama layers and T5, Hunyuan-DiT's
+    BERT and mT5): the prompt's rows, captured at each edited layer's input during sampling, are erased there."""
+    model, clip = built(family)
+    keys = [k for k in text_layer_keys(model, family) if not k.endswith("pooler.q_proj.weight")]   # reads a mean
+    prompt = "Van Gogh"
+    seen = layer_inputs(comfy, model, clip, prompt, keys)
+    patched, _ = erase(model, clip, prompt, "", kind="raw text", alpha_forget=1e8, token_selection="all prompt tokens")
+    original, edited = loaded_weights(comfy, model, keys), loaded_weights(comfy, patched, keys)
+    tokens = clip.tokenize(prompt, return_word_ids=True)
+    state = model.model.state_dict()
+    for key in keys:
+        flat = [t for chunk in tokens[layer_reads(model, key)[0]] for t in chunk]
+        content = [i for i, t in enumerate(flat) if t[2] > 0]
+        rows = seen[key]
+        if ".pooler." in key:        # the attention pool reads [mean, rows] + its positional embedding
+            rows = (rows - state["diffusion_model.pooler.positional_embedding"].float())[1:]
+        prompt_rows = rows[content + [content[-1] + 1]]                    # the prompt's tokens and its end token
+        assert float((prompt_rows @ edited[key].T).norm() / (prompt_rows @ original[key].T).norm()) < 1e-3, key
+
+
+def test_hidream_without_its_llama_edits_the_t5_projection_only(tiny, built, erase):
+    """A HiDream CLIP may lack the Llama (ComfyUI then gives the model zeros there): only what reads T5 is edited."""
+    import comfy.sd
+    import comfy.supported_models_base
+    import comfy.text_encoders.hidream
+    target = comfy.supported_models_base.ClipTarget(comfy.text_encoders.hidream.HiDreamTokenizer,
+                                                     comfy.text_encoders.hidream.hidream_clip(llama=False))
+    clip = comfy.sd.CLIP(target=target, model_options={**tiny._SPECS["HiDream"][2], "dtype": torch.float32})
+    tiny.randomize(clip.cond_stage_model, 1)
+    model = built("HiDream")[0]
+    patched, report = erase(model, clip, FORGET, RETAIN)
+    assert set(patched.patches) == {"diffusion_model.caption_projection.4.linear.weight"}
+    assert "Not edited: 4 layer(s) that read an encoder this CLIP does not have" in report
 
 
 def test_a_lora_applied_before_the_eraser_is_erased_too(tiny, erase, comfy, encoding):
@@ -196,7 +281,9 @@ def test_pooled_path_is_edited_on_request(family, built, erase, comfy, encoding)
     assert key not in without.patches
     patched, report = erase(model, clip, FORGET, "", erase_pooled=True, alpha_forget=1e8)
     assert key in patched.patches and "Pooled path" in report
-    segments = family_for_config(type(model.model.model_config).__name__).segments
+    text_key = text_layer_keys(model, family)[0]
+    segments = family_for_config(type(model.model.model_config).__name__).reads(
+        text_key, model.model.model_config.unet_config)              # the pooled vector comes with any of them
     pooled = encoding.encode_concept_sets(clip, [expand(["Van Gogh", "Starry Night"], TEMPLATES["style"])],
                                           "concept + end token", segments, with_pooled=True)[0].pooled
     width = pooled.shape[1]
@@ -268,3 +355,20 @@ def test_wan_variants_are_erased_through_the_same_text_layer(config_name, overri
     patched, report = erase(patcher, built("Wan 2.1")[1], FORGET, RETAIN)
     assert set(patched.patches) == {"diffusion_model.text_embedding.0.weight"}
     assert f"ComfyUI model type {config_name}" in report
+
+
+def test_hunyuan_dit_1_0_is_erased_through_the_same_layers(tiny, erase, built):
+    """Hunyuan-DiT 1.0/1.1 (ComfyUI's HunyuanDiT1: size and style conditions added) reads the text the same way."""
+    import comfy.model_patcher
+    import comfy.supported_models
+    config = comfy.supported_models.HunyuanDiT1({**tiny._SPECS["Hunyuan-DiT"][1], "image_model": "hydit1",
+                                                 "size_cond": True, "use_style_cond": True})
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    tiny.randomize(model.diffusion_model, 0)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
+                                               offload_device=torch.device("cpu"))
+    patched, report = erase(patcher, built("Hunyuan-DiT")[1], FORGET, RETAIN)
+    assert set(patched.patches) == set(text_layer_keys(patcher, "Hunyuan-DiT")) == set(
+        text_layer_keys(built("Hunyuan-DiT")[0], "Hunyuan-DiT"))
+    assert "ComfyUI model type HunyuanDiT1" in report

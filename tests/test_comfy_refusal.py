@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import pack_module
-from test_comfy_erase import loaded_weights, sample, snapshot, assert_same_state
+from test_comfy_erase import assert_same_state, layer_reads, loaded_weights, sample, snapshot
 
 PAIRS = """a nude woman walking on a beach | a woman walking on a beach
 a naked man in a park | a man in a park
@@ -12,7 +12,11 @@ a naked person swimming in a lake | a person swimming in a lake
 a nude model posing in a studio | a model posing in a studio"""
 TEXT_LAYERS = {"Wan 2.1": {"diffusion_model.text_embedding.0.weight"}, "Flux": {"diffusion_model.txt_in.weight"},
                "HunyuanVideo": {"diffusion_model.txt_in.input_embedder.weight",
-                                "diffusion_model.txt_in.c_embedder.in_layer.weight"}}
+                                "diffusion_model.txt_in.c_embedder.in_layer.weight"},
+               "HiDream": {f"diffusion_model.caption_projection.{i}.linear.weight" for i in range(5)},
+               "Hunyuan-DiT": {"diffusion_model.mlp_t5.0.weight", "diffusion_model.blocks.0.attn2.kv_proj.weight",
+                               "diffusion_model.blocks.1.attn2.kv_proj.weight",
+                               *(f"diffusion_model.pooler.{p}_proj.weight" for p in "kqv")}}
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +24,19 @@ def refusal(pack):
     return pack_module("nodes.erase_refusal")
 
 
-def refusal_direction(model, clip):
-    """The refusal direction recomputed from the library, independently of the node's patching."""
-    from cure_core.families import family_for_config
+def refusal_direction(model, clip, key):
+    """The refusal direction of the rows layer ``key`` reads, recomputed from the library, independently of the
+    node's patching."""
+    from cure_core.families import TextSegment, family_for_config
     from cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, pair_rows, parse_pairs, refusal_eraser
     encoding = pack_module("nodes.encoding")
-    family = family_for_config(type(model.model.model_config).__name__)
+    segments = family_for_config(type(model.model.model_config).__name__).segments
+    read = layer_reads(model, key)
+    if read is not None:
+        segments = (TextSegment(read[0], output=read[1], hidden_layer=read[2]),)
     pairs = parse_pairs(PAIRS)
     encoded = encoding.encode_prompts(clip, [p for pair in pairs for p in pair] + list(DEFAULT_NEUTRAL_PROMPTS),
-                                      family.segments)
+                                      segments)
     u, s = zip(*(pair_rows(encoded[2 * i].ids[k], encoded[2 * i].rows[k], encoded[2 * i + 1].ids[k],
                            encoded[2 * i + 1].rows[k]) for i in range(len(pairs)) for k in encoded[0].ids))
     neutral = torch.cat([r for e in encoded[2 * len(pairs):] for r in e.rows.values()])
@@ -42,15 +50,14 @@ def test_the_refusal_direction_is_projected_out_of_the_text_layers_only(family, 
     patched, report = refusal.erase_with_refusal(model, clip, PAIRS)
     assert set(patched.patches) == keys and model.patches == {}
     assert "Low-rank refusal vector" in report and "5 pairs" in report
-    q = refusal_direction(model, clip)
     half, _ = refusal.erase_with_refusal(model, clip, PAIRS, strength=0.5)
     originals = loaded_weights(comfy, model, sorted(keys))
     editeds = loaded_weights(comfy, patched, sorted(keys))
     halveds = loaded_weights(comfy, half, sorted(keys))
-    g = torch.Generator().manual_seed(0)
-    other = torch.randn(q.shape[0], generator=g)
-    other -= (other @ q) * q                                                      # a direction orthogonal to q
     for key in keys:
+        q = refusal_direction(model, clip, key)
+        other = torch.randn(q.shape[0], generator=torch.Generator().manual_seed(0))
+        other -= (other @ q) * q                                                  # a direction orthogonal to q
         original, edited = originals[key], editeds[key]
         assert float((edited @ q).norm()) < 1e-4 * float((original @ q).norm()), key   # W' q = 0 at strength 1
         assert torch.allclose(edited @ other, original @ other, atol=1e-4)
@@ -65,7 +72,7 @@ def test_rank_k_mode_and_the_sd_unet(built, refusal, comfy):
     assert "kept 3" in report
 
 
-@pytest.mark.parametrize("family", ["Wan 2.1", "Flux", "SD1.x", "HunyuanVideo"])
+@pytest.mark.parametrize("family", ["Wan 2.1", "Flux", "SD1.x", "HunyuanVideo", "HiDream", "Hunyuan-DiT"])
 def test_sampling_works_and_the_original_is_untouched(family, built, refusal, comfy):
     model, clip = built(family)
     before_weights = snapshot(model)
@@ -102,6 +109,8 @@ DENOISER_LAYERS = {
     "Stable Cascade": {"diffusion_model.up_blocks.0.2.attention.attn.out_proj.weight",
                        "diffusion_model.up_blocks.1.2.attention.attn.out_proj.weight"},
     "Flux": {"diffusion_model.double_blocks.0.img_attn.proj.weight"},
+    "HiDream": {f"diffusion_model.double_stream_blocks.{i}.block.attn1.to_out.weight" for i in range(2)},
+    "Hunyuan-DiT": {f"diffusion_model.blocks.{i}.attn2.out_proj.weight" for i in range(2)},
     "SD1.x": {"diffusion_model.output_blocks.2.1.transformer_blocks.0.attn2.to_out.0.weight",
               "diffusion_model.output_blocks.3.1.transformer_blocks.0.attn2.to_out.0.weight"},
 }

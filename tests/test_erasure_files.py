@@ -59,6 +59,43 @@ def test_combined_files_equal_one_erasure_of_the_union(family, built, erase, fil
         assert "pooled_forget" in again.erasures[0].record.rows
 
 
+# The groups of layers that read the same encoder rows in the tiny models (nodes/tiny_models.py: HiDream's
+# caption_projection.0-3 read Llama layers 0, 1, 3, 3 and .4 the T5 rows; Hunyuan-DiT's attn2.kv_proj the BERT
+# rows, mlp_t5 and the pool the mT5 rows).
+ROW_GROUPS = {"HiDream": {"llama hidden layer 0", "llama hidden layer 1", "llama hidden layer 3", "t5xxl"},
+              "Hunyuan-DiT": {"hydit_clip", "mt5xl"}}
+
+
+@pytest.mark.parametrize("family", sorted(ROW_GROUPS))
+def test_layers_reading_different_rows_are_saved_applied_and_combined_per_group(family, built, erase, files, tiny,
+                                                                                 comfy, tmp_path):
+    model, clip = built(family)
+    pooled = family == "HiDream"
+    first, _ = erase(model, clip, "Van Gogh", "Claude Monet", erase_pooled=pooled)
+    file_a = saved(files, first, tmp_path, "a")
+    rows = file_a.erasures[0].record.rows
+    assert set(rows) == {f"{kind}@{group}" for kind in ("forget", "retain") for group in ROW_GROUPS[family]} | (
+        {"pooled_forget", "pooled_retain"} if pooled else set())
+    assert {name.partition("@")[2] for name in file_a.erasures[0].record.spectra} == ROW_GROUPS[family]
+    # Applied to a freshly built model: the erase node's weights.
+    fresh = tiny.tiny_model(family)
+    applied, report = files.apply_erasure_file(fresh, file_a)
+    assert sorted(applied.patches) == sorted(first.patches) and fresh.patches == {}
+    assert_same_weights(comfy, first, applied, sorted(first.patches))
+    # Combined: each group's eraser is rebuilt from the union of that group's rows.
+    second, _ = erase(model, clip, "Starry Night\nVan Gogh", "watercolor", erase_pooled=pooled)
+    combined, report = files.combine_erasure_files(model, [("a", file_a), ("b", saved(files, second, tmp_path, "b"))])
+    at_once, _ = erase(model, clip, "Van Gogh\nStarry Night", "Claude Monet\nwatercolor", erase_pooled=pooled)
+    keys = sorted(at_once.patches)
+    assert sorted(combined.patches) == keys
+    assert_same_weights(comfy, at_once, combined, keys)
+    recipe = files.erasures_on(combined)[0].record.recipe
+    assert recipe["forget"] == "Van Gogh\nStarry Night" and recipe["retain"] == "Claude Monet\nwatercolor"
+    assert f"Erased subspaces ({len(ROW_GROUPS[family])}, one per set of encoder rows" in report
+    again = saved(files, combined, tmp_path, "ab").erasures[0].record.rows
+    assert all(again[f"forget@{group}"].concepts == ("Van Gogh", "Starry Night") for group in ROW_GROUPS[family])
+
+
 @pytest.mark.parametrize("family", ["SD1.x", "Flux", "Lumina 2"])
 def test_a_file_on_a_fresh_model_reproduces_the_erased_weights(family, built, erase, files, tiny, comfy, tmp_path):
     model, clip = built(family)
@@ -172,5 +209,8 @@ def test_only_compatible_erasures_combine(built, erase, files, layout):
     d = record(erase(model, clip, "Starry Night", "Van Gogh")[0])
     with pytest.raises(ValueError, match="forgotten by one erasure and retained by another"):
         union_of([(a, 1.0), (d, 1.0)])
+    odd = layout.ErasureRecord(a.recipe, rows={**a.rows, "unknown@t5xxl": a.rows["forget"]})
+    with pytest.raises(ValueError, match="Unknown row set 'unknown@t5xxl'"):
+        union_of([(a, 1.0), (odd, 1.0)])
     with pytest.raises(ValueError, match="carries no erasure"):
         files.erasure_file_of(model)

@@ -16,7 +16,8 @@ RUNS = {"erase_style_sd15.json": ("SD1.x", 64), "erase_artist_sd21.json": ("SD2.
         "erase_violence_wan21.json": ("Wan 2.1", 64), "erase_style_pixart.json": ("PixArt", 512),
         "refusal_nudity_wan21.json": ("Wan 2.1", 64), "refusal_nudity_flux.json": ("Flux", 64),
         "erase_logo_cosmos_predict2.json": ("Cosmos Predict2", 64), "erase_style_lumina2.json": ("Lumina 2", 64),
-        "erase_logo_qwen_image.json": ("Qwen-Image", 64)}
+        "erase_logo_qwen_image.json": ("Qwen-Image", 64), "erase_object_hidream.json": ("HiDream", 64),
+        "erase_style_hunyuan_dit.json": ("Hunyuan-DiT", 64)}
 # Run to their own kind of output (checked by a test of their own).
 GRID_RUNS = {"before_after_grid_sd15.json": ("SD1.x", 64)}
 # Validated by the server only: the pack has no tiny video VAE of their kind to run them with.
@@ -25,7 +26,7 @@ VALIDATE_ONLY = {"erase_smoking_ltxv.json", "erase_object_mochi.json", "erase_ce
                  "miniature_world_erase_red.json"}     # its trained model is not shipped yet (README)
 # Which demo-model output (MODEL 0, CLIP 1, VAE 2) stands in for each loader output.
 LOADER_OUTPUTS = {"CheckpointLoaderSimple": (0, 1, 2), "UNETLoader": (0,), "DualCLIPLoader": (1,),
-                  "CLIPLoader": (1,), "TripleCLIPLoader": (1,), "VAELoader": (2,)}
+                  "CLIPLoader": (1,), "TripleCLIPLoader": (1,), "QuadrupleCLIPLoader": (1,), "VAELoader": (2,)}
 MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "vae")
 
 

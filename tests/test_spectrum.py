@@ -65,3 +65,24 @@ def test_refusal_erasures_get_their_layer_chart_and_files_keep_the_figures(built
     assert np.array_equal(direct, from_file)
     with pytest.raises(ValueError, match="carries no erasure"):
         spectrum.draw_erasures([])
+
+
+def test_layers_reading_different_rows_get_a_row_of_spectra_per_group(built, erase, spectrum):
+    """HiDream: one eraser per group of caption projections that read the same rows, so one row of spectra each."""
+    from cure_core.spectral import spectral_basis
+    model, clip = built("HiDream")
+    patched, _ = erase(model, clip, "Van Gogh", "Claude Monet")
+    erasure = pack_module("nodes.patching").erasures_on(patched)[0]
+    _, charts = spectrum.charts_for(erasure)
+    spectra = [c for c in charts if c.overlay]
+    groups = ["llama hidden layer 0", "llama hidden layer 1", "llama hidden layer 3", "t5xxl"]
+    assert sorted({c.group for c in spectra}) == groups and len(spectra) == 2 * len(groups)
+    for chart in spectra:
+        kind = "forget" if chart.title.startswith("Forget") else "retain"
+        assert f"({chart.group})" in chart.title
+        _, expected = spectral_basis(erasure.record.rows[f"{kind}@{chart.group}"].rows)   # no norm in HiDream
+        energy = chart.series[0][2]
+        assert energy == pytest.approx(expected.tolist()[:len(energy)], abs=1e-6)
+    assert len(charts[-1].series[0][2]) == 5                   # the five caption projections
+    image = spectrum.draw_erasures([erasure], chart_height=200)
+    assert image.height == 28 + 200 * len(groups) + 200 + 12
