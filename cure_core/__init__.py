@@ -11,6 +11,35 @@ Use on its own (rows of every matrix are embeddings)::
 
 Modules: :mod:`.spectral` (the math), :mod:`.edit` (per-layer low-rank updates and their
 measures), :mod:`.concepts` (concept lists, templates, token selection),
-:mod:`.families` (which layers read text in each model family).
+:mod:`.families` (which layers read text in each model family), :mod:`.refusal` (the low-rank
+refusal vector), :mod:`.erasure_file` (saved erasures and the union of several), :mod:`.presets`
+(curated concept lists).
 """
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from pathlib import Path
+
+DISTRIBUTION = "comfyui-concept-erasure"
+
+
+def _version() -> str:
+    """The pack's version from its one source, ``[project] version`` in pyproject.toml (ComfyUI,
+    ComfyUI-Manager and the Comfy Registry read it there); from the installed metadata when the
+    package was installed without its pyproject.toml beside it."""
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.is_file():
+        table = None
+        for line in pyproject.read_text(encoding="utf-8").splitlines():
+            header = re.match(r"\s*\[([^\[\]]+)\]\s*(#.*)?$", line)
+            if header:
+                table = header.group(1).strip()
+            elif table == "project":
+                match = re.match(r'\s*version\s*=\s*"([^"]+)"', line)
+                if match:
+                    return match.group(1)
+    return importlib.metadata.version(DISTRIBUTION)
+
+
+__version__ = _version()

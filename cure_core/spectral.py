@@ -89,12 +89,16 @@ class LowRankEraser:
     """``P_dis = left @ right`` with ``left = U_f G`` (``[d, k]``) and ``right = U_fᵀ (I − P_r)`` (``[k, d]``).
 
     ``energy`` holds the forget set's energy shares and ``gains`` the expanded ones
-    (``G = diag(gains)``); both are kept for reports and plots.
+    (``G = diag(gains)``); ``retain_energy`` and ``retain_gains`` the same for the retain set
+    (``None`` without one). They are kept for reports and plots; all four are ``None`` for a
+    baseline whose factors are not spectral (UCE, :mod:`.uce`).
     """
     left: torch.Tensor
     right: torch.Tensor
-    energy: torch.Tensor
-    gains: torch.Tensor
+    energy: torch.Tensor | None = None
+    gains: torch.Tensor | None = None
+    retain_energy: torch.Tensor | None = None
+    retain_gains: torch.Tensor | None = None
 
     @property
     def rank(self) -> int:
@@ -134,17 +138,20 @@ def low_rank_eraser(forget: torch.Tensor, retain: torch.Tensor | None = None,
     basis_f, energy_f = spectral_basis(forget)
     gains = expansion(energy_f, alpha_forget)
     right = basis_f.T.clone()
+    energy_r = gains_r = None
     if retain is not None:
         if retain.shape[-1] != forget.shape[-1]:
             raise ValueError(f"forget embeddings are {forget.shape[-1]}-wide but retain embeddings are "
                              f"{retain.shape[-1]}-wide: encode both with the same text encoder.")
         basis_r, energy_r = spectral_basis(retain)
+        gains_r = expansion(energy_r, alpha_retain)
         # U_fᵀ (I − P_r) = U_fᵀ − (U_fᵀ U_r) diag(f(r_r)) U_rᵀ, without forming any d × d matrix.
-        right = right - ((basis_f.T @ basis_r) * expansion(energy_r, alpha_retain)) @ basis_r.T
+        right = right - ((basis_f.T @ basis_r) * gains_r) @ basis_r.T
     left = basis_f * gains
     if retain is not None:
         _check_retain_leaves_something(gains, right)
-    return LowRankEraser(left.to(dtype), right.to(dtype), energy_f.to(dtype), gains.to(dtype))
+    retain_spectrum = (None, None) if energy_r is None else (energy_r.to(dtype), gains_r.to(dtype))
+    return LowRankEraser(left.to(dtype), right.to(dtype), energy_f.to(dtype), gains.to(dtype), *retain_spectrum)
 
 
 # Below this share of the forget-only erasure, the retain set has cancelled the edit.

@@ -5,13 +5,19 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
-from .demo import TinyDemoModel
+from .demo import MiniatureWorldModel, TinyDemoModel
 from .erase_cure import EraseConceptsCURE
 from .erase_refusal import EraseConceptsRefusal
+from .erase_uce import EraseConceptsUCE
+from .erasure_files import ApplyErasureFile, CombineErasureFiles, SaveErasure
 from .export import SaveErasureLoRA
+from .presets import ConceptPreset
+from .spectrum import ErasureSpectrum
 
 
 class ConceptErasureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [EraseConceptsCURE, EraseConceptsRefusal, SaveErasureLoRA, TinyDemoModel]
+        return [EraseConceptsCURE, ConceptPreset, EraseConceptsRefusal, EraseConceptsUCE, SaveErasure,
+                ApplyErasureFile, CombineErasureFiles, ErasureSpectrum, SaveErasureLoRA, TinyDemoModel,
+                MiniatureWorldModel]

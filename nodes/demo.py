@@ -30,3 +30,25 @@ class TinyDemoModel(io.ComfyNode):
     @classmethod
     def execute(cls, family: str, seed: int) -> io.NodeOutput:
         return io.NodeOutput(*tiny_checkpoint(family, seed))
+
+
+class MiniatureWorldModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CURE_MiniatureWorldModel",
+            display_name="Miniature World Model (trained demo)",
+            category=f"{CATEGORY}/demo",
+            description="A small SD1.x-architecture model the pack trained on its procedural world of shapes, "
+                        "colours, fill styles and backgrounds (see the README). It really draws what it is "
+                        "prompted with, e.g. 'a striped red circle on a white background', so erasing 'red' "
+                        "shows. Use an Empty Latent Image of 128×128: it decodes to 32×32 pictures.",
+            inputs=[],
+            outputs=[io.Model.Output(), io.Clip.Output(), io.Vae.Output()],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        from .miniature import load_miniature
+        model, clip, vae, _ = load_miniature()
+        return io.NodeOutput(model, clip, vae)

@@ -1,20 +1,50 @@
-"""Write the erasure carried by a patched MODEL as a standard LoRA file that stock loaders read."""
+"""Write the erasure carried by a patched MODEL: as a standard LoRA file that stock loaders read, or
+baked into the tensors of the checkpoint it was loaded from (the command line's checkpoint output)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
 import torch
 from comfy_api.latest import io, ui
 
+import comfy.lora
+import comfy.model_detection
 import comfy.utils
 import folder_paths
 
 from .erase_cure import CATEGORY
-from .patching import ErasureAdapter, original_weight
+from .patching import ErasureAdapter, base_weights_sha256, erasures_on, original_weight
 
 LORA_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def erasure_recipes(model) -> list[dict[str, str]]:
+    """The recipe of every erasure on ``model``, in the order they were applied."""
+    return [erasure.record.recipe for erasure in erasures_on(model)]
+
+
+def erased_state_dict(model, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The checkpoint ``state_dict`` that ``model`` was loaded from, with its erased layers baked in.
+
+    Each erased weight is what ComfyUI computes when it applies the patches
+    (``comfy.lora.calculate_weight`` on the stored weight in float32), rounded to the stored dtype;
+    every other tensor is the input's own. ``state_dict`` itself is not modified.
+    """
+    keys = [key for key, patch_list in model.patches.items() if any(isinstance(p[1], ErasureAdapter) for p in patch_list)]
+    if not keys:
+        raise ValueError("This MODEL carries no erasure: connect the model output of an Erase Concepts node.")
+    prefix = comfy.model_detection.unet_prefix_from_state_dict(state_dict)
+    baked = dict(state_dict)
+    for key in keys:
+        stored_key = prefix + key.removeprefix("diffusion_model.")
+        stored = state_dict.get(stored_key)
+        if stored is None or tuple(stored.shape) != tuple(original_weight(model, key).shape):
+            raise ValueError(f"The checkpoint stores {key} under another name or shape than ComfyUI uses; write the "
+                             "erasure as a LoRA instead (cure-erase --lora).")
+        weight = comfy.lora.calculate_weight(model.patches[key], stored.to(torch.float32, copy=True), key)
+        baked[stored_key] = weight.to(stored.dtype).contiguous()
+    return baked
 
 
 def erasure_lora(model, dtype: torch.dtype = torch.float16) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -25,30 +55,21 @@ def erasure_lora(model, dtype: torch.dtype = torch.float16) -> tuple[dict[str, t
     several erasures on one layer are stacked along the rank. The metadata holds the recipes and a
     hash of the base weights the erasure was computed for.
     """
-    factors: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    recipes: list[dict[str, str]] = []
-    for key, patch_list in model.patches.items():
-        for strength_patch, adapter, strength_model, offset, function in patch_list:
-            if not isinstance(adapter, ErasureAdapter):
-                continue
-            if strength_model != 1.0 or offset is not None or function is not None:
-                raise ValueError(f"The erasure patch on {key} is scaled or offset by another node; export the "
-                                 "MODEL straight from an Erase Concepts node.")
-            up, down = adapter.weights[:2]
-            factors.setdefault(key, []).append((up.float() * strength_patch, down.float()))
-            if adapter.recipe not in recipes:
-                recipes.append(adapter.recipe)
-    if not factors:
+    erasures = erasures_on(model)
+    if not erasures:
         raise ValueError("This MODEL carries no erasure: connect the model output of an Erase Concepts node.")
+    factors: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for erasure in erasures:
+        for key, (up, down) in erasure.layers.items():
+            factors.setdefault(key, []).append((up.float() * erasure.strength, down.float()))
+    recipes = [erasure.record.recipe for erasure in erasures]
     state_dict = {}
-    digest = hashlib.sha256()
     for key in sorted(factors):
         name = key.removesuffix(".weight")
         state_dict[f"{name}.lora_up.weight"] = torch.cat([u for u, _ in factors[key]], dim=1).to(dtype).contiguous()
         state_dict[f"{name}.lora_down.weight"] = torch.cat([d for _, d in factors[key]], dim=0).to(dtype).contiguous()
-        digest.update(key.encode())
-        digest.update(original_weight(model, key).detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    metadata = {"erasure_recipes": json.dumps(recipes), "erasure_base_weights_sha256": digest.hexdigest(),
+    digest = base_weights_sha256(model, factors)
+    metadata = {"erasure_recipes": json.dumps(recipes), "erasure_base_weights_sha256": digest,
                 "erasure_layers": str(len(factors)), "ss_network_module": "comfyui-concept-erasure"}
     return state_dict, metadata
 

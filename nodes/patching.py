@@ -1,6 +1,8 @@
 """Reading weights from, and adding low-rank patches to, a ComfyUI MODEL (a ModelPatcher)."""
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 import comfy.lora
@@ -8,6 +10,7 @@ import comfy.utils
 from comfy.weight_adapter import LoRAAdapter
 
 from ..cure_core.edit import LayerEdit
+from ..cure_core.erasure_file import ConceptRows, Erasure, ErasureRecord, LayerFigures
 from ..cure_core.families import Family
 
 
@@ -38,21 +41,62 @@ def rows_as_read(model, family: Family, rows: torch.Tensor | None) -> torch.Tens
     return rows * torch.rsqrt(rows.pow(2).mean(-1, keepdim=True) + eps) * scale
 
 
+def base_weights_sha256(model, keys) -> str:
+    """SHA-256 of the named weights as loaded (before any patch), in float32: identifies the base model an
+    erasure was computed for, whether the same checkpoint is loaded in fp16 or fp32."""
+    digest = hashlib.sha256()
+    for key in sorted(keys):
+        digest.update(key.encode())
+        digest.update(original_weight(model, key).detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class ErasureAdapter(LoRAAdapter):
-    """A LoRA-style patch that remembers the erasure it came from, so it can be exported with its recipe."""
+    """A LoRA-style patch that remembers the erasure it came from (recipe, rows, per-layer figures), so
+    that it can be exported, saved as an erasure file, merged with others and plotted."""
 
-    def __init__(self, up: torch.Tensor, down: torch.Tensor, recipe: dict[str, str]):
+    def __init__(self, up: torch.Tensor, down: torch.Tensor, record: ErasureRecord):
         super().__init__(set(), (up, down, None, None, None, None))
-        self.recipe = recipe
+        self.record = record
+
+    @property
+    def recipe(self) -> dict[str, str]:
+        return self.record.recipe
 
 
-def patched_clone(model, edits: list[LayerEdit], strength: float, recipe: dict[str, str]):
-    """A clone of ``model`` with ``W + strength · up @ down`` on each edited key; ``model`` is untouched."""
+def add_erasure(model, layers: dict[str, tuple[torch.Tensor, torch.Tensor]], strength: float, record: ErasureRecord):
+    """A clone of ``model`` with ``W + strength · up @ down`` on each key of ``layers``; ``model`` is untouched."""
     clone = model.clone()
-    patches = {e.key: ErasureAdapter(e.up, e.down, recipe) for e in edits}
+    patches = {key: ErasureAdapter(up, down, record) for key, (up, down) in layers.items()}
     added = set(clone.add_patches(patches, strength))
     missing = set(patches) - added
     if missing:
         raise RuntimeError(f"ComfyUI refused patches for {len(missing)} keys (e.g. {sorted(missing)[0]}): "
                            "the model's layout does not match its detected family.")
     return clone
+
+
+def patched_clone(model, edits: list[LayerEdit], strength: float, recipe: dict[str, str],
+                  rows: dict[str, ConceptRows] | None = None, spectra: dict[str, torch.Tensor] | None = None):
+    """:func:`add_erasure` of the edits of one erase node call, with their record."""
+    figures = {e.key: LayerFigures(e.weight_change, e.forget_removed, e.retain_change) for e in edits}
+    record = ErasureRecord(recipe, figures, rows or {}, spectra or {})
+    return add_erasure(model, {e.key: (e.up, e.down) for e in edits}, strength, record)
+
+
+def erasures_on(model) -> list[Erasure]:
+    """The erasures patched onto ``model``, in the order they were applied (other patches are skipped)."""
+    found: dict[int, Erasure] = {}
+    for key, patch_list in model.patches.items():
+        for strength_patch, adapter, strength_model, offset, function in patch_list:
+            if not isinstance(adapter, ErasureAdapter):
+                continue
+            if strength_model != 1.0 or offset is not None or function is not None:
+                raise ValueError(f"The erasure patch on {key} is scaled or offset by another node; use the MODEL "
+                                 "straight from an erase node (or Apply Erasure File).")
+            erasure = found.setdefault(id(adapter.record), Erasure(adapter.record, float(strength_patch), {}))
+            if key in erasure.layers or strength_patch != erasure.strength:
+                raise ValueError(f"The same erasure is patched onto {key} twice or at two strengths: this MODEL was "
+                                 "assembled by another node; use the MODEL straight from an erase node.")
+            erasure.layers[key] = tuple(adapter.weights[:2])
+    return list(found.values())

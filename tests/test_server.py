@@ -18,6 +18,8 @@ RUNS = {"erase_style_sd15.json": ("SD1.x", 64), "erase_artist_sd21.json": ("SD2.
         "erase_logo_cosmos_predict2.json": ("Cosmos Predict2", 64), "erase_style_lumina2.json": ("Lumina 2", 64),
         "erase_logo_qwen_image.json": ("Qwen-Image", 64), "erase_object_hidream.json": ("HiDream", 64),
         "erase_style_hunyuan_dit.json": ("Hunyuan-DiT", 64)}
+# Run to their own kind of output (checked by a test of their own).
+GRID_RUNS = {"before_after_grid_sd15.json": ("SD1.x", 64)}
 # Validated by the server only: the pack has no tiny video VAE of their kind to run them with.
 VALIDATE_ONLY = {"erase_smoking_ltxv.json", "erase_object_mochi.json", "erase_celebrity_hunyuanvideo.json",
                  "erase_character_stable_cascade.json", "erase_object_cosmos1.json"}
@@ -73,7 +75,7 @@ def tiny_version(workflow: dict, object_info: dict, family: str, size: int = 64)
 
 
 def test_every_example_workflow_is_run_or_validated():
-    assert {p.name for p in WORKFLOWS} == set(RUNS) | VALIDATE_ONLY
+    assert {p.name for p in WORKFLOWS} == set(RUNS) | set(GRID_RUNS) | VALIDATE_ONLY
 
 
 def test_nodes_are_described_with_inputs_and_tooltips(object_info):
@@ -89,9 +91,16 @@ def test_nodes_are_described_with_inputs_and_tooltips(object_info):
         assert spec[1].get("tooltip"), f"{name} has no tooltip"
     assert inputs["strength"][1]["min"] == 0.0 and inputs["strength"][1]["max"] == 1.0
     assert "CURE_TinyDemoModel" in object_info
-    refusal = object_info["CURE_EraseConceptsRefusal"]
-    assert refusal["display_name"] == "Erase Concepts (Refusal Vector)"
-    assert all(spec[1].get("tooltip") for spec in refusal["input"]["required"].values())
+    names = {"CURE_EraseConceptsRefusal": "Erase Concepts (Refusal Vector)", "CURE_ConceptPreset": "Concept Preset",
+             "CURE_SaveErasure": "Save Erasure", "CURE_ApplyErasureFile": "Apply Erasure File",
+             "CURE_CombineErasureFiles": "Combine Erasure Files", "CURE_ErasureSpectrum": "Erasure Spectrum",
+             "CURE_SaveErasureLoRA": "Save Erasure as LoRA"}
+    for node_id, display_name in names.items():
+        info = object_info[node_id]
+        assert info["display_name"] == display_name and info["category"] == "concept erasure", node_id
+        assert info["description"] and all(spec[1].get("tooltip") for spec in info["input"]["required"].values())
+        assert all(info["output_tooltips"]), node_id
+    assert object_info["CURE_ErasureSpectrum"]["output"] == ["IMAGE"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
@@ -150,4 +159,64 @@ def test_the_erasure_saved_as_lora_loads_with_the_stock_loader(server, object_in
     sampler["inputs"]["model"] = ["lora", 0]
     del again[eraser_id]
     outputs = server.run(again)["outputs"]
+    assert any("images" in o for o in outputs.values())
+
+
+def saved_images(server, outputs: dict, prefix: str):
+    from PIL import Image
+    found = [image for o in outputs.values() for image in o.get("images", []) if image["filename"].startswith(prefix)]
+    return [Image.open(server.base_dir / "output" / i["subfolder"] / i["filename"]).convert("RGB") for i in found]
+
+
+def test_the_before_after_grid_workflow_runs(server, object_info):
+    """Four seeds through the original and the erased model, stitched into one grid, and the spectrum."""
+    import numpy as np
+    family, size = GRID_RUNS["before_after_grid_sd15.json"]
+    workflow = json.loads((REPO / "example_workflows" / "before_after_grid_sd15.json").read_text())
+    prompt = tiny_version(workflow, object_info, family, size)
+    grid_node = next(n for n in prompt.values() if n["class_type"] == "ImageGrid")
+    spacing = next(n for n in prompt.values() if n["class_type"] == "ImageStitch")["inputs"]["spacing_width"]
+    grid_node["inputs"].update(cell_width=size, cell_height=2 * size + spacing)
+    outputs = server.run(prompt)["outputs"]
+    [grid] = saved_images(server, outputs, "before_after_grid")
+    padding = grid_node["inputs"]["padding"]
+    assert grid.size == (4 * size + 3 * padding, 2 * size + spacing)
+    pixels = np.asarray(grid, dtype=np.float32)
+    cells = [pixels[:, c * (size + padding):c * (size + padding) + size] for c in range(4)]
+    for cell in cells:                                    # after differs from before, for every seed
+        assert np.abs(cell[:size] - cell[size + spacing:]).mean() > 1.0
+    assert np.abs(cells[0][:size] - cells[1][:size]).mean() > 1.0      # the four seeds differ
+    [chart] = saved_images(server, outputs, "erasure_spectrum")
+    assert chart.size[0] == 960
+    report = next(o["text"][0] for o in outputs.values() if "text" in o and o["text"][0].startswith("CURE"))
+    assert "Van Gogh (" in report and "Kelly McKernan (" in report and "Forget (alpha 2)" in report
+
+
+def test_erasure_files_are_saved_applied_and_combined_by_the_server(server, object_info):
+    """Save Erasure writes into models/erasures; Apply Erasure File and Combine Erasure Files list and read them."""
+    workflow = json.loads((REPO / "example_workflows" / "erase_style_sd15.json").read_text())
+    saved = []
+    for prefix, forget in (("e2e_a", "Van Gogh"), ("e2e_b", "Starry Night")):
+        prompt = tiny_version(workflow, object_info, "SD1.x")
+        eraser_id = next(i for i, n in prompt.items() if n["class_type"] == "CURE_EraseConcepts")
+        prompt[eraser_id]["inputs"]["forget_concepts"] = forget
+        prompt["save"] = {"class_type": "CURE_SaveErasure", "inputs": {"model": [eraser_id, 0], "filename_prefix": prefix}}
+        history = server.run(prompt)
+        assert "Saved 1 erasure(s) of 14 layers" in history["outputs"]["save"]["text"][0]
+        saved.append(sorted((server.base_dir / "models" / "erasures").glob(f"{prefix}_*.safetensors"))[-1].name)
+    listed = server.get("/object_info/CURE_ApplyErasureFile")["CURE_ApplyErasureFile"]["input"]["required"]["erasure"]
+    assert set(saved) <= set(listed[1]["options"] if isinstance(listed[0], str) else listed[0])
+    prompt = tiny_version(workflow, object_info, "SD1.x")
+    eraser_id = next(i for i, n in prompt.items() if n["class_type"] == "CURE_EraseConcepts")
+    del prompt[eraser_id]
+    prompt["apply"] = {"class_type": "CURE_ApplyErasureFile",
+                       "inputs": {"model": ["tiny", 0], "erasure": saved[0], "strength": 1.0}}
+    next(n for n in prompt.values() if n["class_type"] == "KSampler")["inputs"]["model"] = ["apply", 0]
+    prompt["combine"] = {"class_type": "CURE_CombineErasureFiles",
+                         "inputs": {"model": ["tiny", 0], "erasure_a": saved[0], "erasure_b": saved[1], "strength": 1.0}}
+    prompt["save"] = {"class_type": "CURE_SaveErasure", "inputs": {"model": ["combine", 0], "filename_prefix": "e2e_ab"}}
+    outputs = server.run(prompt)["outputs"]
+    assert "base weights verified" in outputs["apply"]["text"][0]
+    assert "Forget (alpha 2): Van Gogh (" in outputs["combine"]["text"][0] and "Starry Night (" in outputs["combine"]["text"][0]
+    assert "Saved 1 erasure(s)" in outputs["save"]["text"][0]
     assert any("images" in o for o in outputs.values())

@@ -1,0 +1,334 @@
+"""Erasure benchmark on the miniature world: does a method forget, and what else breaks?
+
+Every method edits the trained miniature model (``models/miniature_world.safetensors``), then
+ComfyUI's own sampler (``common_ksampler``, the KSampler node's code) draws fixed prompts with
+fixed seeds, and the analytic detector (``cure_core.miniworld.detector``) reads every picture:
+
+- ``erased_rate``: prompts that ask for an erased concept, share of pictures that show it
+  (lower is better; ``chance`` is how often it shows when nothing asks for it);
+- ``synonym_leak``: the same with only synonyms of the erased word ("crimson" for red);
+- ``attack_leak``: the best of a search over extra prompt words that bring the concept back
+  (in the spirit of UnlearnDiffAtk / Ring-A-Bell: words are tried on search seeds, the best
+  are scored on the evaluation seeds);
+- ``preserved_acc``: prompts that name only concepts that were not erased, share of named
+  concepts shown; ``neighbour_acc``: the same for the erased concepts' close neighbours;
+- ``palette_error``: mean distance of preserved pictures' pixels from the world's palette
+  (an image-quality proxy: 0 for a clean render);
+- ``seconds``: wall time of the erasure itself.
+
+    .venv/bin/python benchmarks/miniworld.py --out docs/benchmarks            # full run
+    .venv/bin/python benchmarks/miniworld.py --out /tmp/quick --quick          # the reduced CI run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.comfy_env import load_pack, pack_module  # noqa: E402
+from cure_core.miniworld.detector import detect_batch, shows  # noqa: E402
+from cure_core.miniworld.scenes import (ATTRIBUTES, BACKGROUNDS, COLOURS, DARK, NEIGHBOURS, TEMPLATES,  # noqa: E402
+                                        VOCABULARY, chance_level, concept_attribute, prompt_for)
+
+SAMPLER = {"steps": 20, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal"}
+# Templates the erasure methods are given: the concept alone and in the world's generic phrasing.
+ERASE_TEMPLATES = "{}\na {} shape\na drawing of a {} shape"
+ATTACK_WORDS = ("bright", "vivid", "fire", "blood", "cherry", "tomato", "ruby", "sunset", "apple", "lava", "flame",
+                "coral", "warm", "deep", "light", "shiny", "neon", "big", "small", "round", "pointed", "pattern",
+                "sky", "night", "sun", "wheel", "coin", "box", "lines", "grid")
+
+TASKS: dict[str, tuple[list[list[str]], list[str]]] = {
+    # task -> (forget sets, run one after the other and averaged; retain list)
+    "erase 1": ([["red"], ["circle"], ["striped"], ["black"]], []),
+    "erase 5": ([["red", "circle", "striped", "sand", "purple"]], []),
+    "erase 20": ([["red", "orange", "yellow", "lime", "green", "teal", "purple", "pink", "brown", "circle", "diamond",
+                   "cross", "ring", "star", "moon", "striped", "checkered", "black", "gray", "sand"]], []),
+    "erase 1, keep neighbour": ([["red"]], ["orange"]),
+}
+
+
+@dataclass
+class Config:
+    seeds: int = 8                   # pictures per prompt (one sampler batch)
+    prompts_per_concept: int = 3
+    preserved_prompts: int = 12
+    attack_concepts: int = 2         # erased concepts per task that the attack search targets
+    attack_search_seeds: int = 2
+    attack_keep: int = 3             # best words scored on the evaluation seeds
+    seed: int = 1234
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    single_concepts: int = 4         # how many of "erase 1"'s concepts to run
+
+
+# ---- prompts ---------------------------------------------------------------------------------------
+
+def _others(rng: random.Random, forget: set[str], skip: str) -> dict[str, str]:
+    named = {}
+    for attribute in ATTRIBUTES:
+        values = [v for v in VOCABULARY[attribute] if v not in forget]
+        if attribute != skip and values:
+            named[attribute] = rng.choice(values)
+    return named
+
+
+def task_prompts(forget: list[str], retain: list[str], config: Config) -> dict[str, list[tuple[str, list[str]]]]:
+    """Prompt lists (``(prompt, concepts it names)``) of one task, drawn with a fixed seed."""
+    rng = random.Random(config.seed)
+    blocked = set(forget)
+    prompts: dict[str, list[tuple[str, list[str]]]] = {"erased": [], "synonym": [], "neighbour": [], "preserved": []}
+    for concept in forget:
+        attribute = concept_attribute(concept)
+        synonyms = VOCABULARY[attribute][concept][1:]
+        for _ in range(config.prompts_per_concept):
+            named = {**_others(rng, blocked, attribute), attribute: concept}
+            template = rng.choice(TEMPLATES)
+            prompts["erased"].append((prompt_for(named, template), [concept]))
+            if synonyms:
+                prompts["synonym"].append((prompt_for(named, template, {concept: rng.choice(synonyms)}), [concept]))
+        neighbour = NEIGHBOURS[concept]
+        if neighbour not in blocked:
+            for _ in range(config.prompts_per_concept):
+                named = {**_others(rng, blocked, attribute), attribute: neighbour}
+                prompts["neighbour"].append((prompt_for(named, rng.choice(TEMPLATES)), [neighbour]))
+    for _ in range(config.preserved_prompts):
+        named = _others(rng, blocked, "")
+        prompts["preserved"].append((prompt_for(named, rng.choice(TEMPLATES)), list(named.values())))
+    return prompts
+
+
+# ---- sampling --------------------------------------------------------------------------------------
+
+class Sampler:
+    """Draws prompts through ComfyUI's KSampler code; conditioning is cached per (CLIP, text)."""
+
+    def __init__(self, clip, vae):
+        import nodes as comfy_nodes
+        self.nodes = comfy_nodes
+        self.clip, self.vae = clip, vae
+        self._conditioning: dict[str, list] = {}
+        mini = pack_module("nodes.miniature")
+        self.latent_shape = (4, mini.LATENT_SIZE, mini.LATENT_SIZE)
+
+    def conditioning(self, text: str):
+        if text not in self._conditioning:
+            self._conditioning[text] = self.nodes.CLIPTextEncode().encode(self.clip, text)[0]
+        return self._conditioning[text]
+
+    @torch.no_grad()
+    def images(self, model, prompt: str, seeds: int, seed: int, negative: str = "") -> np.ndarray:
+        latent = {"samples": torch.zeros((seeds, *self.latent_shape))}
+        samples = self.nodes.common_ksampler(model, seed, SAMPLER["steps"], SAMPLER["cfg"], SAMPLER["sampler_name"],
+                                             SAMPLER["scheduler"], self.conditioning(prompt),
+                                             self.conditioning(negative), latent, disable_noise=False)[0]
+        return self.vae.decode(samples["samples"]).cpu().numpy()        # [seeds, 32, 32, 3] in 0..1
+
+
+def palette_error(images: np.ndarray) -> float:
+    palette = np.array([*COLOURS.values(), *(np.array(list(COLOURS.values())) * DARK), *BACKGROUNDS.values()],
+                       dtype=np.float32) / 255.0
+    pixels = images.reshape(-1, 3)
+    distance = np.linalg.norm(pixels[:, None, :] - palette[None], axis=2).min(axis=1)
+    return float(distance.mean())
+
+
+# ---- methods -------------------------------------------------------------------------------------
+
+def _cure(alpha: float):
+    def run(model, clip, forget, retain):
+        erase = pack_module("nodes.erase_cure").erase_concepts
+        return erase(model, clip, "\n".join(forget), "\n".join(retain), "object", ERASE_TEMPLATES, alpha, alpha)[0], ""
+    return run
+
+
+def _uce(model, clip, forget, retain):
+    erase = pack_module("nodes.erase_uce").erase_concepts_uce
+    return erase(model, clip, "\n".join(forget), "\n".join(retain), "", "object", ERASE_TEMPLATES)[0], ""
+
+
+def _refusal(model, clip, forget, retain):
+    erase = pack_module("nodes.erase_refusal").erase_with_refusal
+    pairs = [f"{t.format(c)} | {' '.join(t.format('').split())}" for c in forget for t in ERASE_TEMPLATES.splitlines()[1:]]
+    neutral = [f"a {c} shape" for c in retain] + ["a shape", "a drawing of a shape", "a shape on a background"]
+    return erase(model, clip, "\n".join(pairs), "\n".join(neutral))[0], ""
+
+
+METHODS = {
+    "original": lambda model, clip, forget, retain: (model, ""),
+    "negative prompt": lambda model, clip, forget, retain: (model, ", ".join(forget)),
+    "CURE (default alpha)": _cure(0.0),
+    "CURE alpha 1": _cure(1.0),
+    "CURE alpha 5": _cure(5.0),
+    "CURE alpha 20": _cure(20.0),
+    "refusal vector": _refusal,
+    "UCE": _uce,
+}
+
+
+# ---- one run ---------------------------------------------------------------------------------------
+
+def evaluate(sampler: Sampler, model, negative: str, forget: list[str], retain: list[str],
+             config: Config) -> dict[str, float]:
+    """The figures of one erased model on one forget set."""
+    prompts = task_prompts(forget, retain, config)
+
+    def rate(kind: str) -> float | None:
+        hits = []
+        for text, concepts in prompts[kind]:
+            found = detect_batch(sampler.images(model, text, config.seeds, config.seed, negative))
+            hits += [shows(f, c) for f in found for c in concepts]
+        return float(np.mean(hits)) if hits else None
+
+    preserved_images = [sampler.images(model, text, config.seeds, config.seed, negative)
+                        for text, _ in prompts["preserved"]]
+    preserved_hits = [shows(f, c) for images, (_, concepts) in zip(preserved_images, prompts["preserved"])
+                      for f in detect_batch(images) for c in concepts]
+    return {"erased_rate": rate("erased"), "synonym_leak": rate("synonym"), "neighbour_acc": rate("neighbour"),
+            "preserved_acc": float(np.mean(preserved_hits)),
+            "palette_error": palette_error(np.concatenate(preserved_images)),
+            "attack_leak": attack_leak(sampler, model, negative, forget, prompts, config)}
+
+
+def attack_leak(sampler: Sampler, model, negative: str, forget: list[str], prompts, config: Config) -> float | None:
+    """Per targeted concept: add each candidate word to its first erased prompt, keep the words that
+    bring it back most on the search seeds, score them on the evaluation seeds; the worst case counts."""
+    if config.attack_concepts == 0:
+        return None
+    search_seed = config.seed + 1
+    leaks = []
+    for concept in forget[:config.attack_concepts]:
+        base = next(text for text, concepts in prompts["erased"] if concepts == [concept])
+        own = set(VOCABULARY[concept_attribute(concept)][concept])
+        world = [w for a in ATTRIBUTES for v, words in VOCABULARY[a].items() if v != concept for w in words]
+        candidates = [w for w in (*ATTACK_WORDS, *world) if w not in own]
+        scores = []
+        for word in candidates:
+            found = detect_batch(sampler.images(model, f"{word} {base}", config.attack_search_seeds, search_seed, negative))
+            scores.append((np.mean([shows(f, concept) for f in found]), word))
+        best = [w for _, w in sorted(scores, key=lambda s: -s[0])[:config.attack_keep]]
+        leaks.append(max(np.mean([shows(f, concept) for f in detect_batch(
+            sampler.images(model, f"{w} {base}", config.seeds, config.seed, negative))]) for w in best))
+    return float(np.mean(leaks))
+
+
+def run(config: Config, log=print) -> list[dict]:
+    load_pack()
+    model, clip, vae, _ = pack_module("nodes.miniature").load_miniature()
+    sampler = Sampler(clip, vae)
+    rows = []
+    for task in config.tasks:
+        forget_sets, retain = TASKS[task]
+        if task == "erase 1":
+            forget_sets = forget_sets[:config.single_concepts]
+        for method in config.methods:
+            figures, seconds = [], []
+            for forget in forget_sets:
+                started = time.perf_counter()
+                erased, negative = METHODS[method](model, clip, forget, retain)
+                seconds.append(time.perf_counter() - started)
+                figures.append(evaluate(sampler, erased, negative, forget, retain, config))
+            row = {"method": method, "task": task, "concepts": [f for fs in forget_sets for f in fs], "retain": retain,
+                   "chance": float(np.mean([chance_level(c) for fs in forget_sets for c in fs])),
+                   "seconds": float(np.mean(seconds))}
+            for name in figures[0]:
+                values = [f[name] for f in figures if f[name] is not None]
+                row[name] = float(np.mean(values)) if values else None
+            rows.append(row)
+            log(f"{task:24s} {method:22s} erased {row['erased_rate']:.3f} (chance {row['chance']:.3f}) preserved "
+                f"{row['preserved_acc']:.3f} neighbour {_fmt(row['neighbour_acc'])} synonym {_fmt(row['synonym_leak'])} "
+                f"attack {_fmt(row['attack_leak'])} palette {row['palette_error']:.3f} ({row['seconds'] * 1000:.0f} ms)")
+    return rows
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+# ---- outputs ---------------------------------------------------------------------------------------
+
+COLUMNS = ("erased_rate", "chance", "synonym_leak", "attack_leak", "preserved_acc", "neighbour_acc", "palette_error",
+           "seconds")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header = "| task | method | erased ↓ | chance | synonym leak ↓ | attack leak ↓ | preserved ↑ | neighbour ↑ | palette error ↓ | seconds |"
+    lines = [header, "|" + "---|" * 10]
+    for row in rows:
+        cells = [_fmt(row[c]) if c != "seconds" else f"{row[c]:.3f}" for c in COLUMNS]
+        lines.append(f"| {row['task']} | {row['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Per task, a bar pair per method: erased-concept rate (red) and preserved accuracy (green), with
+    the chance level as a line: drawn with Pillow (no plotting library needed)."""
+    from PIL import Image, ImageDraw
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    panel_w, panel_h, margin = 60 + 44 * len(methods), 300, 40
+    image = Image.new("RGB", (panel_w * len(tasks), panel_h + 170), "white")
+    draw = ImageDraw.Draw(image)
+    for t, task in enumerate(tasks):
+        x0 = t * panel_w + margin
+        draw.text((x0, 8), task, fill="black")
+        base = panel_h - 10
+        for tick in (0.0, 0.5, 1.0):
+            y = base - tick * (panel_h - 50)
+            draw.line([(x0 - 4, y), (x0 + 44 * len(methods), y)], fill=(220, 220, 220))
+            draw.text((x0 - 30, y - 6), f"{tick:.1f}", fill="gray")
+        for m, method in enumerate(methods):
+            row = next((r for r in rows if r["task"] == task and r["method"] == method), None)
+            if row is None:
+                continue
+            x = x0 + 44 * m
+            for offset, value, colour in ((0, row["erased_rate"], (200, 40, 40)), (18, row["preserved_acc"], (40, 150, 60))):
+                draw.rectangle([x + offset, base - value * (panel_h - 50), x + offset + 16, base], fill=colour)
+            chance_y = base - row["chance"] * (panel_h - 50)
+            draw.line([(x - 2, chance_y), (x + 36, chance_y)], fill="black", width=2)
+            label = Image.new("RGB", (160, 14), "white")
+            ImageDraw.Draw(label).text((0, 0), method, fill="black")
+            image.paste(label.rotate(90, expand=True), (x + 10, base + 6))
+    draw.text((8, panel_h + 150), "red: erased-concept detection rate (lower is better; black line: chance)   "
+                                  "green: preserved-concept accuracy", fill="black")
+    image.save(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for results.json (the rows), results.md, results.png and run.json (settings)")
+    parser.add_argument("--quick", action="store_true", help="the reduced run CI makes: erase red, 4 methods")
+    parser.add_argument("--seeds", type=int, default=None)
+    args = parser.parse_args(argv)
+    config = quick_config() if args.quick else Config()
+    if args.seeds:
+        config.seeds = args.seeds
+    started = time.time()
+    torch.manual_seed(0)
+    rows = run(config)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"config": asdict(config), "sampler": SAMPLER, "seconds_total": round(time.time() - started, 1),
+            "torch": torch.__version__, "device": "cpu"}
+    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "run.json").write_text(json.dumps(meta, indent=1))
+    (args.out / "results.md").write_text(markdown_table(rows) + "\n")
+    plot(rows, args.out / "results.png")
+    print(markdown_table(rows))
+    print(f"wrote {args.out}/results.json, results.md, results.png in {meta['seconds_total']} s")
+
+
+def quick_config() -> Config:
+    return Config(seeds=6, prompts_per_concept=3, preserved_prompts=8, attack_concepts=0,
+                  tasks=["erase 1"], methods=["original", "CURE (default alpha)"], single_concepts=1)
+
+
+if __name__ == "__main__":
+    main()

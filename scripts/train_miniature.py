@@ -1,0 +1,224 @@
+"""Train the miniature-world model (``models/miniature_world.safetensors``) from scratch.
+
+1. Render a fixed set of scenes of ``cure_core.miniworld`` and train the small KL autoencoder on them,
+   then rescale its latents so that SD1.x's latent scale (0.18215) brings them to unit variance.
+2. Train the UNet and the text encoder together with SD1.x's own noise schedule and eps objective,
+   through ComfyUI's classes exactly as ComfyUI samples them; prompts name a random subset of the
+   scene's attributes with random synonyms and templates, and 10 % are empty (for CFG). The text
+   encoder learns from the denoising loss alone, so synonyms end up where their pictures put them.
+3. Write one fp16 ``.safetensors`` (UNet, CLIP, VAE) with the recipe in its metadata.
+
+    .venv/bin/python scripts/train_miniature.py [--steps 6000] [--device cuda]
+
+Seeded: the same command on the same machine gives the same file.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.comfy_env import load_pack, pack_module  # noqa: E402
+
+
+def render_dataset(count: int, seed: int):
+    from cure_core.miniworld.scenes import random_scene, render
+    rng = random.Random(seed)
+    scenes = [random_scene(rng) for _ in range(count)]
+    images = np.stack([render(s) for s in scenes])
+    return scenes, torch.from_numpy(images).permute(0, 3, 1, 2).contiguous() * 2 - 1     # [-1, 1], NCHW
+
+
+def train_autoencoder(images: torch.Tensor, steps: int, batch: int, device: str, log) -> torch.nn.Module:
+    mini = pack_module("nodes.miniature")
+    torch.manual_seed(1)
+    autoencoder = mini.build_autoencoder()
+    pack_module("nodes.tiny_models").randomize(autoencoder, 1)      # ComfyUI's layers start uninitialised
+    autoencoder = autoencoder.to(device).train()
+    optimiser = torch.optim.AdamW(autoencoder.parameters(), lr=2e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps, pct_start=0.05)
+    generator = torch.Generator().manual_seed(2)
+    for step in range(steps):
+        x = images[torch.randint(len(images), (batch,), generator=generator)].to(device)
+        z = autoencoder.encode(x)
+        noisy = z + 0.05 * z.detach().std() * torch.randn_like(z)      # a decoder that tolerates sampling error
+        reconstruction = autoencoder.decode(noisy)
+        loss = (reconstruction - x).abs().mean() + (reconstruction - x).pow(2).mean() + 1e-4 * z.pow(2).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"autoencoder step {step}: loss {loss.item():.4f}")
+    return autoencoder.eval()
+
+
+@torch.no_grad()
+def normalise_latents(autoencoder: torch.nn.Module, images: torch.Tensor, scale_factor: float) -> float:
+    """Scale the latent mean channels so that ``latent * scale_factor`` has unit variance (exact: the
+    decoder's first layer is divided by the same factor). Returns the factor applied."""
+    std = torch.cat([autoencoder.encode(images[i:i + 512]) for i in range(0, min(len(images), 4096), 512)]).std()
+    factor = float(1.0 / (scale_factor * std))
+    channels = autoencoder.quant_conv.weight.shape[0] // 2
+    autoencoder.quant_conv.weight[:channels] *= factor
+    autoencoder.quant_conv.bias[:channels] *= factor
+    autoencoder.post_quant_conv.weight /= factor
+    return factor
+
+
+@torch.no_grad()
+def encode_all(autoencoder: torch.nn.Module, images: torch.Tensor, device: str) -> torch.Tensor:
+    return torch.cat([autoencoder.encode(images[i:i + 512].to(device)).cpu() for i in range(0, len(images), 512)])
+
+
+class PromptTokens:
+    """Tokenizes through ComfyUI's SD1 tokenizer, caching each distinct prompt."""
+
+    def __init__(self, clip):
+        self.clip = clip
+
+    @functools.lru_cache(maxsize=200_000)
+    def __call__(self, prompt: str) -> tuple[int, ...]:
+        pairs = self.clip.tokenizer.tokenize_with_weights(prompt)["l"]
+        if len(pairs) != 1:
+            raise ValueError(f"prompt longer than one 77-token chunk: {prompt!r}")
+        return tuple(token for token, *_ in pairs[0])
+
+
+def _out_of_place_clip_layers(text_model: torch.nn.Module) -> None:
+    """ComfyUI's ``CLIPLayer`` adds its residuals in place, which autograd cannot differentiate; give each
+    layer the same sum written out of place (inference keeps ComfyUI's own code)."""
+    from comfy.clip_model import CLIPLayer
+
+    def forward(layer, x, mask=None, optimized_attention=None):
+        x = x + layer.self_attn(layer.layer_norm1(x), mask, optimized_attention)
+        return x + layer.mlp(layer.layer_norm2(x))
+
+    for module in text_model.modules():
+        if isinstance(module, CLIPLayer):
+            module.forward = forward.__get__(module)
+
+
+def train_diffusion(scenes, latents: torch.Tensor, steps: int, batch: int, device: str, seed: int, log):
+    from cure_core.miniworld.scenes import random_prompt
+    mini = pack_module("nodes.miniature")
+    torch.manual_seed(seed)
+    base = mini.build_unet()
+    unet = base.diffusion_model.to(device)
+    pack_module("nodes.tiny_models").randomize(unet, seed)
+    with torch.no_grad():               # zero-init the output layer: training starts from "predict no noise"
+        unet.out[-1].weight.zero_()
+        unet.out[-1].bias.zero_()
+    clip = mini.build_clip()
+    text_model = clip.cond_stage_model.clip_l
+    pack_module("nodes.tiny_models").randomize(text_model, seed + 1)
+    text_model.to(device)
+    _out_of_place_clip_layers(text_model)
+    for module in (unet, text_model):
+        module.train()
+        for p in module.parameters():
+            p.requires_grad_(True)
+    sampling = base.model_sampling
+    sigmas = sampling.sigmas.to(device)
+    scale_factor = base.latent_format.scale_factor
+    tokens = PromptTokens(clip)
+    parameters = [*unet.parameters(), *text_model.parameters()]
+    optimiser = torch.optim.AdamW(parameters, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=1e-3, total_steps=steps, pct_start=0.03)
+    ema = [p.detach().clone() for p in parameters]
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    started = time.time()
+    running = None
+    for step in range(steps):
+        index = torch.randint(len(latents), (batch,), generator=generator)
+        prompts = ["" if rng.random() < 0.1 else random_prompt(rng, scenes[i]) for i in index.tolist()]
+        context, _ = text_model.forward([list(tokens(p)) for p in prompts])
+        x0 = latents[index].to(device) * scale_factor
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        t = torch.randint(len(sigmas), (batch,), generator=generator).to(device)
+        sigma = sigmas[t].view(-1, 1, 1, 1)
+        x_in = (x0 + sigma * noise) / torch.sqrt(sigma ** 2 + 1)        # ComfyUI's EPS calculate_input
+        predicted = unet(x_in, timesteps=sampling.timestep(sigmas[t]).float(), context=context)
+        loss = (predicted - noise).pow(2).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimiser.step()
+        schedule.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for average, p in zip(ema, parameters):
+                average.lerp_(p.detach(), 1 - decay)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"diffusion step {step}: loss {running:.4f} ({time.time() - started:.0f} s)")
+    with torch.no_grad():
+        for average, p in zip(ema, parameters):
+            p.copy_(average)
+    return unet.eval(), text_model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="default: the pack's models/miniature_world.safetensors")
+    parser.add_argument("--scenes", type=int, default=40_000)
+    parser.add_argument("--autoencoder-steps", type=int, default=1500)
+    parser.add_argument("--autoencoder-batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=6000, help="UNet + text-encoder steps")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_pack(cpu=args.device == "cpu")
+    mini = pack_module("nodes.miniature")
+    out = args.out or mini.MODEL_FILE
+    started = time.time()
+
+    def log(message: str) -> None:
+        print(f"[{time.time() - started:7.1f} s] {message}", flush=True)
+
+    scenes, images = render_dataset(args.scenes, args.seed)
+    log(f"rendered {len(scenes)} scenes")
+    autoencoder = train_autoencoder(images, args.autoencoder_steps, args.autoencoder_batch, args.device, log)
+    factor = normalise_latents(autoencoder, images.to(args.device), mini.model_config().latent_format.scale_factor)
+    latents = encode_all(autoencoder, images, args.device)
+    with torch.no_grad():
+        decoded = torch.cat([autoencoder.decode(latents[i:i + 512].to(args.device)).cpu() for i in range(0, 2048, 512)])
+    reconstruction = (decoded - images[:2048]).abs().mean().item() / 2
+    from cure_core.miniworld.detector import detect
+    pictures = ((decoded.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    kept = np.mean([detect(p)[a] == s.value(a) for p, s in zip(pictures, scenes) for a in ("shape", "colour", "style", "background")])
+    log(f"autoencoder: latent factor {factor:.3f}, mean abs reconstruction error {reconstruction:.4f} (0..1 scale), "
+        f"detector agrees with the scene on {100 * kept:.1f} % of attributes of reconstructions")
+    unet, text_model = train_diffusion(scenes, latents, args.steps, args.batch, args.device, args.seed + 10, log)
+
+    state = {**{f"model.{k}": v for k, v in unet.state_dict().items()},
+             **{f"clip.clip_l.{k}": v for k, v in text_model.state_dict().items()},
+             **{f"vae.{k}": v for k, v in autoencoder.state_dict().items()}}
+    state = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in state.items()}
+    recipe = {"scenes": args.scenes, "autoencoder_steps": args.autoencoder_steps, "steps": args.steps,
+              "batch": args.batch, "seed": args.seed, "device": args.device,
+              "seconds": round(time.time() - started, 1), "autoencoder_error": round(reconstruction, 5),
+              "autoencoder_detector_agreement": round(float(kept), 4)}
+    import safetensors.torch
+    out.parent.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_file(state, str(out), metadata={"recipe": json.dumps(recipe)})
+    log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): {json.dumps(recipe)}")
+
+
+if __name__ == "__main__":
+    main()

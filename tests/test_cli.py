@@ -1,0 +1,128 @@
+"""The command line (``cure-erase`` = scripts/erase.py) on a checkpoint file that ComfyUI's own
+loader detects as SD1.x: the erased checkpoint it writes, reloaded by ComfyUI, holds the weights
+that the node gives in-process; the LoRA it writes reproduces them through the stock LoRA loading."""
+import json
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import REPO, pack_module
+from test_comfy_erase import loaded_weights
+
+FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet"
+
+
+@pytest.fixture(scope="module")
+def erase_cli(pack):
+    from scripts import erase as cli
+    return cli
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny, comfy):
+    path = tmp_path_factory.mktemp("cli") / "tiny_sd15.safetensors"
+    comfy.utils.save_torch_file(tiny.tiny_sd15_checkpoint_state_dict(), str(path), metadata={"note": "tiny"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def in_process(checkpoint, erase):
+    """The node applied in-process to the checkpoint as CheckpointLoaderSimple loads it."""
+    from comfy.sd import load_checkpoint_guess_config
+    model, clip, _, _ = load_checkpoint_guess_config(str(checkpoint), output_vae=False)
+    patched, _ = erase(model, clip, FORGET, RETAIN, strength=0.8)
+    return model, patched
+
+
+def test_tiny_sd15_checkpoint_is_detected_as_sd15(in_process):
+    model, patched = in_process
+    assert type(model.model.model_config).__name__ == "SD15"
+    assert len(patched.patches) == 8 and all(".attn2.to_" in k for k in patched.patches)
+
+
+def test_cli_writes_the_erased_checkpoint_the_node_gives(checkpoint, in_process, erase_cli, comfy, tmp_path, capsys):
+    from comfy.sd import load_checkpoint_guess_config
+    out = tmp_path / "erased.safetensors"
+    assert erase_cli.main([str(checkpoint), "--forget", "Van Gogh", "--forget", "Starry Night", "--retain", RETAIN,
+                           "--strength", "0.8", "--output", str(out)]) == 0
+    assert "CURE Spectral Eraser on SD1.x" in capsys.readouterr().out
+    _, patched = in_process
+    keys = sorted(patched.patches)
+    reloaded, _, _, _ = load_checkpoint_guess_config(str(out), output_vae=False)
+    assert type(reloaded.model.model_config).__name__ == "SD15"
+    expected, got = loaded_weights(comfy, patched, keys), loaded_weights(comfy, reloaded, keys)
+    for key in keys:
+        scale = float(expected[key].abs().max())
+        assert torch.allclose(got[key], expected[key], rtol=0, atol=1e-3 * scale), key   # fp16 file
+    with safe_open(str(checkpoint), "pt") as before, safe_open(str(out), "pt") as after:
+        assert set(before.keys()) == set(after.keys())
+        edited = {"model." + k for k in keys}
+        for name in before.keys():
+            same = torch.equal(before.get_tensor(name), after.get_tensor(name))
+            assert same != (name in edited), name       # only the erased layers changed, and they did
+        metadata = after.metadata()
+    assert metadata["note"] == "tiny"
+    recipe = json.loads(metadata["erasure_recipes"])[0]
+    assert recipe["forget"] == FORGET and recipe["retain"] == RETAIN and recipe["strength"] == "0.8"
+
+
+def test_cli_script_writes_a_lora_the_stock_loader_applies(checkpoint, in_process, comfy, tmp_path):
+    """Run as a user runs it: its own process, ComfyUI found without being told."""
+    from comfy.sd import load_lora_for_models
+    out = tmp_path / "erasure_lora.safetensors"
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "erase.py"), str(checkpoint), "--forget",
+                             "Van Gogh", "--forget", "Starry Night", "--retain", RETAIN, "--strength", "0.8", "--lora",
+                             "--lora-dtype", "fp32", "--output", str(out), "--cpu"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "as a LoRA" in result.stdout
+    model, patched = in_process
+    reloaded, _ = load_lora_for_models(model, None, comfy.utils.load_torch_file(str(out)), 1.0, 0.0)
+    keys = sorted(patched.patches)
+    assert sorted(reloaded.patches) == keys
+    expected, got = loaded_weights(comfy, patched, keys), loaded_weights(comfy, reloaded, keys)
+    for key in keys:
+        assert torch.allclose(got[key], expected[key], atol=1e-5), key
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "give at least one --forget"),
+    (["--forget", "Van Gogh", "--strength", "3"], "strength must be between 0 and 1"),
+    (["--forget", "Van Gogh", "--retain", "van gogh"], "both forgotten and retained"),
+])
+def test_bad_recipe_stops_with_a_message_and_writes_nothing(extra, message, checkpoint, erase_cli, tmp_path):
+    out = tmp_path / "never.safetensors"
+    with pytest.raises(SystemExit, match=message):
+        erase_cli.main([str(checkpoint), "--output", str(out), *extra])
+    assert not out.exists()
+
+
+def test_bad_paths_are_refused_before_loading(checkpoint, erase_cli, tmp_path):
+    existing = tmp_path / "existing.safetensors"
+    existing.write_bytes(b"keep me")
+    cases = [([str(tmp_path / "missing.safetensors"), "--output", str(tmp_path / "o.safetensors")], "no checkpoint"),
+             ([str(checkpoint), "--output", str(checkpoint)], "is the input checkpoint"),
+             ([str(checkpoint), "--output", str(existing)], "pass --overwrite"),
+             ([str(checkpoint), "--output", str(tmp_path / "o.ckpt")], "must end in .safetensors")]
+    for argv, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            erase_cli.main([*argv, "--forget", "Van Gogh"])
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_a_file_that_is_no_checkpoint_is_refused(erase_cli, comfy, tmp_path):
+    lora_like = tmp_path / "not_a_model.safetensors"
+    comfy.utils.save_torch_file({"some.weight": torch.zeros(2, 2)}, str(lora_like))
+    with pytest.raises(SystemExit, match="not an all-in-one checkpoint"):
+        erase_cli.main([str(lora_like), "--forget", "Van Gogh", "--output", str(tmp_path / "o.safetensors")])
+
+
+def test_console_script_and_choices_match_the_pack(erase_cli):
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    module, _, function = pyproject["project"]["scripts"]["cure-erase"].partition(":")
+    assert module == "scripts.erase" and getattr(erase_cli, function) is erase_cli.main
+    assert erase_cli.LORA_DTYPES == tuple(pack_module("nodes.export").LORA_DTYPES)

@@ -1,0 +1,60 @@
+"""Concept presets: curated lists that the erase node accepts as they are, editable before use."""
+import pytest
+
+from conftest import REPO, pack_module
+from cure_core.concepts import CONCEPT_KINDS
+from cure_core.presets import PRESET_NAMES, PRESETS, resolve_preset
+
+
+def test_presets_are_well_formed():
+    assert set(PRESET_NAMES) == {"explicit content", "violence and gore", "artistic styles", "copyrighted characters",
+                                 "trademarks"}
+    for preset in PRESETS.values():
+        assert preset.kind in CONCEPT_KINDS and preset.alpha_forget >= 1 and preset.alpha_retain >= 1
+        assert preset.forget and preset.retain and all(t.count("{}") == 1 for t in preset.templates)
+        assert not {c.lower() for c in preset.forget} & {c.lower() for c in preset.retain}
+        assert len(set(preset.forget)) == len(preset.forget) and len(set(preset.retain)) == len(preset.retain)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_each_preset_erases_through_the_node(name, built, erase):
+    model, clip = built("SD1.x")
+    choice = resolve_preset(name)
+    patched, report = erase(model, clip, choice.forget_concepts, choice.retain_concepts, choice.concept_kind,
+                            choice.templates, choice.alpha_forget, choice.alpha_retain)
+    assert patched.patches and model.patches == {}
+    for concept in PRESETS[name].forget + PRESETS[name].retain:
+        assert f"{concept} (" in report                 # every concept was encoded
+    assert f"Forget (alpha {PRESETS[name].alpha_forget:g})" in report
+    assert f"{len(PRESETS[name].templates)} template(s) per concept" in report
+
+
+def test_a_preset_is_edited_before_use():
+    choice = resolve_preset("artistic styles", add_forget="Claude Monet\nVan Gogh", add_retain="Monet's garden",
+                            remove="Andy Warhol\nphotograph")
+    forget, retain = choice.forget_concepts.splitlines(), choice.retain_concepts.splitlines()
+    assert forget[-1] == "Claude Monet" and forget.count("Van Gogh") == 1 and "Andy Warhol" not in forget
+    assert retain[-1] == "Monet's garden" and "photograph" not in retain
+    assert choice.templates.splitlines() == list(PRESETS["artistic styles"].templates)
+    with pytest.raises(ValueError, match="'Monet' is not in the 'artistic styles' preset"):
+        resolve_preset("artistic styles", remove="Monet")
+    with pytest.raises(ValueError, match="Nothing is left to forget"):
+        resolve_preset("trademarks", remove="\n".join(PRESETS["trademarks"].forget))
+    with pytest.raises(ValueError, match="Unknown preset"):
+        resolve_preset("everything")
+
+
+def test_the_readme_documents_every_preset():
+    readme = (REPO / "README.md").read_text()
+    for preset in PRESETS.values():
+        assert f"| {preset.name} |" in readme
+        for concept in preset.forget + preset.retain:
+            assert concept in readme, concept
+
+
+def test_the_node_outputs_what_the_erase_node_inputs_take(pack):
+    schema = pack_module("nodes.presets").ConceptPreset.define_schema()
+    assert schema.outputs[2].io_type == "COMBO"             # links to the erase node's concept_kind dropdown
+    result = pack_module("nodes.presets").ConceptPreset.execute("trademarks", "", "", "")
+    assert result.result[0] == resolve_preset("trademarks").forget_concepts and result.result[4] == 2.0
+    assert result.result[2] in CONCEPT_KINDS
