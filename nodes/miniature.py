@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import safetensors.torch
+import safetensors
 import torch
 
 import comfy.model_management
@@ -81,8 +81,8 @@ def load_miniature(path: Path = MODEL_FILE):
     if not path.is_file():
         raise FileNotFoundError(f"No miniature model at {path}: train one with scripts/train_miniature.py "
                                 "(about 45 minutes on a 2-core CPU; see the README).")
-    parts = split_state(safetensors.torch.load_file(str(path)))
-    with safetensors.safe_open(str(path), framework="pt") as f:
+    with safetensors.safe_open(str(path), framework="pt") as f:        # one read: tensors and metadata
+        parts = split_state({key: f.get_tensor(key) for key in f.keys()})
         metadata = f.metadata() or {}
     unet = build_unet()
     missing, unexpected = unet.diffusion_model.load_state_dict(parts["model"], strict=False)

@@ -129,7 +129,7 @@ def run_miniature(args: argparse.Namespace) -> None:
     scale, gap = 4, 8
     tile = 32 * scale
     grid = Image.new("RGB", (2 * args.seeds * tile + 3 * gap, len(MINIATURE_PROMPTS) * (tile + gap)), "white")
-    findings, lines = [], []
+    findings = []
     concepts = [c for c in args.forget.splitlines() if c.strip()]
     shown = {(name, c): 0 for name in ("before", "after") for c in concepts}
     for i, prompt in enumerate(MINIATURE_PROMPTS):
@@ -141,7 +141,6 @@ def run_miniature(args: argparse.Namespace) -> None:
                 findings.append({"prompt": prompt, "model": name, "seed_index": j, **found})
                 for c in concepts:
                     shown[(name, c)] += found[concept_attribute(c)] == c
-        lines.append(f"{prompt}")
     grid.save(args.out / "grid.png")
     total = len(MINIATURE_PROMPTS) * args.seeds
     summary = [f"{c!r} shown in {shown[('before', c)]}/{total} pictures before, {shown[('after', c)]}/{total} after"
@@ -150,7 +149,7 @@ def run_miniature(args: argparse.Namespace) -> None:
     (args.out / "report.txt").write_text(report + "\n\nDetector:\n" + "\n".join(summary) + "\n")
     (args.out / "workflow_api.json").write_text(json.dumps(graph, indent=1))
     print(report)
-    print("\nRows of grid.png (left: before, right: after, same seeds):\n  " + "\n  ".join(lines))
+    print("\nRows of grid.png (left: before, right: after, same seeds):\n  " + "\n  ".join(MINIATURE_PROMPTS))
     print("\nDetector: " + "; ".join(summary))
     print(f"\nWrote {args.out}/grid.png, findings.json, report.txt and workflow_api.json")
 

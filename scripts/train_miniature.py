@@ -80,7 +80,7 @@ def encode_all(autoencoder: torch.nn.Module, images: torch.Tensor, device: str) 
     return torch.cat([autoencoder.encode(images[i:i + 512].to(device)).cpu() for i in range(0, len(images), 512)])
 
 
-class PromptTokens:
+class CachedTokenizer:
     """Tokenizes through ComfyUI's SD1 tokenizer, caching each distinct prompt."""
 
     def __init__(self, clip):
@@ -130,7 +130,7 @@ def train_diffusion(scenes, latents: torch.Tensor, steps: int, batch: int, devic
     sampling = base.model_sampling
     sigmas = sampling.sigmas.to(device)
     scale_factor = base.latent_format.scale_factor
-    tokens = PromptTokens(clip)
+    tokens = CachedTokenizer(clip)
     parameters = [*unet.parameters(), *text_model.parameters()]
     optimiser = torch.optim.AdamW(parameters, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=1e-3, total_steps=steps, pct_start=0.03)

@@ -70,7 +70,8 @@ def detect(image: np.ndarray) -> dict[str, str | None]:
 
     # a first, strict mask finds the fill's colour; the final mask then takes every pixel nearer the fill
     # (bright or dark tone) than the background, so soft edges split where a blend's midpoint lies
-    mask = np.linalg.norm(image - background_value, axis=2) > FOREGROUND_DISTANCE
+    to_background = np.linalg.norm(image - background_value, axis=2)
+    mask = to_background > FOREGROUND_DISTANCE
     if mask.sum() < MIN_SHAPE_PIXELS:
         return found
     interior = _eroded(mask)
@@ -81,7 +82,6 @@ def detect(image: np.ndarray) -> dict[str, str | None]:
     # the bright tone: pixels above the midpoint between the top brightness and its dark tone
     bright = pixels[brightness >= np.percentile(brightness, 90) * (1 + DARK) / 2].mean(axis=0)
     found["colour"] = _nearest(bright, _COLOUR_NAMES, _COLOUR_TABLE)
-    to_background = np.linalg.norm(image - background_value, axis=2)
     to_fill = np.minimum(np.linalg.norm(image - bright, axis=2), np.linalg.norm(image - bright * DARK, axis=2))
     mask = to_fill < to_background
     if mask.sum() < MIN_SHAPE_PIXELS:
