@@ -238,16 +238,27 @@ def concept_quality(sampler: Sampler, model, config: Config) -> dict[str, float]
     return presence
 
 
-def run(config: Config, log=print, quality: dict | None = None) -> list[dict]:
-    """The benchmark rows; with ``quality`` (a dict), also fills it with :func:`concept_quality`."""
+def load(model_file: Path | None = None):
+    """``(MODEL, CLIP, Sampler)`` of the miniature model (default: the pack's committed file)."""
     load_pack()
-    model, clip, vae, _ = pack_module("nodes.miniature").load_miniature()
-    sampler = Sampler(clip, vae)
+    mini = pack_module("nodes.miniature")
+    model, clip, vae, _ = mini.load_miniature(model_file or mini.MODEL_FILE)
+    return model, clip, Sampler(clip, vae)
+
+
+def report_quality(quality: dict[str, float], log=print) -> None:
+    worst = min(quality, key=quality.get)
+    log(f"original model: every prompted concept shows in >= {quality[worst]:.1%} of its pictures (lowest: {worst}); "
+        f"mean {np.mean(list(quality.values())):.1%}")
+    log("  " + ", ".join(f"{c} {v:.0%}" for c, v in quality.items()))
+
+
+def run(config: Config, log=print, quality: dict | None = None, model_file: Path | None = None) -> list[dict]:
+    """The benchmark rows; with ``quality`` (a dict), also fills it with :func:`concept_quality`."""
+    model, clip, sampler = load(model_file)
     if quality is not None:
         quality.update(concept_quality(sampler, model, config))
-        worst = min(quality, key=quality.get)
-        log(f"original model: every prompted concept shows in >= {quality[worst]:.1%} of its pictures (lowest: {worst}); "
-            f"mean {np.mean(list(quality.values())):.1%}")
+        report_quality(quality, log)
     rows = []
     for task in config.tasks:
         forget_sets, retain = TASKS[task]
@@ -330,8 +341,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for results.json (the rows), results.md, results.png and run.json (settings)")
-    parser.add_argument("--quick", action="store_true", help="the reduced run CI makes: erase red, 4 methods")
+    parser.add_argument("--quick", action="store_true",
+                        help="the reduced run CI makes: erase red; original, CURE (default alpha), refusal vector")
     parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--model", type=Path, default=None, help="a miniature model file (default: the pack's)")
+    parser.add_argument("--quality-only", action="store_true",
+                        help="only measure the original model's quality bar (per concept, share of its pictures showing it)")
     args = parser.parse_args(argv)
     config = quick_config() if args.quick else Config()
     if args.seeds:
@@ -339,7 +354,15 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     torch.manual_seed(0)
     quality: dict[str, float] = {}
-    rows = run(config, quality=None if args.quick else quality)
+    if args.quality_only:
+        model, _, sampler = load(args.model)
+        quality = concept_quality(sampler, model, config)
+        report_quality(quality)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "quality.json").write_text(json.dumps(quality, indent=1))
+        print(f"in {time.time() - started:.1f} s")
+        return
+    rows = run(config, quality=None if args.quick else quality, model_file=args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"config": asdict(config), "sampler": SAMPLER, "seconds_total": round(time.time() - started, 1),
             "torch": torch.__version__, "device": "cpu", "original_concept_presence": quality}
@@ -352,8 +375,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def quick_config() -> Config:
-    return Config(seeds=6, prompts_per_concept=3, preserved_prompts=8, attack_concepts=0,
-                  tasks=["erase 1"], methods=["original", "CURE (default alpha)"], single_concepts=1)
+    return Config(seeds=6, prompts_per_concept=3, preserved_prompts=8, attack_concepts=0, tasks=["erase 1"],
+                  methods=["original", "CURE (default alpha)", "refusal vector"], single_concepts=1)
 
 
 if __name__ == "__main__":

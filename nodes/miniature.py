@@ -79,8 +79,9 @@ def split_state(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Ten
 def load_miniature(path: Path = MODEL_FILE):
     """``(MODEL, CLIP, VAE, metadata)`` of the trained miniature model."""
     if not path.is_file():
-        raise FileNotFoundError(f"No miniature model at {path}: train one with scripts/train_miniature.py "
-                                "(about 45 minutes on a 2-core CPU; see the README).")
+        raise FileNotFoundError(f"No miniature model at {path}: the pack ships one in models/; restore it "
+                                "(git checkout models/miniature_world.safetensors) or train it again with "
+                                "scripts/train_miniature.py (about an hour on a 2-core CPU; see the README).")
     with safetensors.safe_open(str(path), framework="pt") as f:        # one read: tensors and metadata
         parts = split_state({key: f.get_tensor(key) for key in f.keys()})
         metadata = f.metadata() or {}

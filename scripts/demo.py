@@ -1,13 +1,15 @@
 """The main job: a headless ComfyUI erases a concept and writes before/after images and the report.
 
-By default it builds a random-weight tiny model of ``--family`` (noise pictures: it shows only
-*that* the erasure changes what the sampler makes); ``--checkpoint`` takes a real all-in-one
-checkpoint of ``--family``. ``--model miniature`` uses the miniature-world model once
-``scripts/train_miniature.py`` has written it: it erases "red" while keeping "orange", draws the
-same prompts and seeds before and after, and writes the grid plus what the world's detector finds.
+By default it loads the pack's miniature-world model (``models/miniature_world.safetensors``, a
+small SD1.x-style model trained on procedural scenes by ``scripts/train_miniature.py``), erases
+"red" while keeping "orange", draws the same prompts and seeds before and after, and writes the
+grid plus what the world's detector finds in every picture. ``--model tiny`` builds a random-weight
+tiny model of ``--family`` instead (noise pictures: it shows only *that* the erasure changes what
+the sampler makes), and ``--checkpoint`` takes a real all-in-one checkpoint of ``--family``.
 
-    .venv/bin/python scripts/demo.py --out demo_output [--forget "Van Gogh" --retain "Claude Monet"]
-    .venv/bin/python scripts/demo.py --out demo_output --model miniature
+    .venv/bin/python scripts/demo.py --out demo_output                      # the miniature model
+    .venv/bin/python scripts/demo.py --out demo_output --model tiny --family SDXL
+    .venv/bin/python scripts/demo.py --out demo_output --checkpoint model.safetensors --family SDXL
 """
 from __future__ import annotations
 
@@ -157,9 +159,9 @@ def run_miniature(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="folder for the images and report")
-    parser.add_argument("--model", choices=("tiny", "miniature"), default="tiny",
-                        help="a random tiny model of --family (default), or the miniature-world model trained by "
-                             "scripts/train_miniature.py (models/miniature_world.safetensors)")
+    parser.add_argument("--model", choices=("miniature", "tiny"), default="miniature",
+                        help="the pack's trained miniature-world model (default; models/miniature_world.safetensors), "
+                             "or a random tiny model of --family")
     parser.add_argument("--forget", default=None, help="concepts to erase, one per line (default: Van Gogh; miniature: red)")
     parser.add_argument("--retain", default=None, help="concepts to keep, one per line (default: Claude Monet; miniature: orange)")
     parser.add_argument("--kind", default=None, help="style, object, identity, explicit content or raw text")

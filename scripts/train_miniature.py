@@ -2,11 +2,15 @@
 
 1. Render a fixed set of scenes of ``cure_core.miniworld`` and train the small KL autoencoder on them,
    then rescale its latents so that SD1.x's latent scale (0.18215) brings them to unit variance.
-2. Train the UNet and the text encoder together with SD1.x's own noise schedule and eps objective,
-   through ComfyUI's classes exactly as ComfyUI samples them; prompts name a random subset of the
-   scene's attributes with random synonyms and templates, and 10 % are empty (for CFG). The text
-   encoder learns from the denoising loss alone, so synonyms end up where their pictures put them.
-3. Write one fp16 ``.safetensors`` (UNet, CLIP, VAE) with the recipe in its metadata.
+2. Pretrain the text encoder to say which attribute values a prompt names (a linear probe per
+   attribute on its end-of-text outputs, the rows every SD1.x cross-attention reads most): a small
+   stand-in for CLIP's pretraining on captioned pictures, so that synonyms ("crimson", "scarlet")
+   land on the same features as their canonical word, as they do in real CLIP. The probe is dropped.
+3. Train the UNet with the text encoder frozen (as SD1.x keeps CLIP frozen), with SD1.x's own noise
+   schedule and eps objective (min-SNR-5 weighted), through ComfyUI's classes exactly as ComfyUI
+   samples them; prompts name a random subset of the scene's attributes with random synonyms and
+   templates, and 10 % are empty (for CFG).
+4. Write one fp16 ``.safetensors`` (UNet, CLIP, VAE) with the recipe in its metadata.
 
     .venv/bin/python scripts/train_miniature.py [--steps 4500] [--device cuda]
 
@@ -24,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import safetensors
+import safetensors.torch
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -108,32 +114,83 @@ def _out_of_place_clip_layers(text_model: torch.nn.Module) -> None:
             module.forward = forward.__get__(module)
 
 
-def train_diffusion(scenes, latents: torch.Tensor, steps: int, batch: int, device: str, seed: int, log):
+def pretrain_text_encoder(scenes, steps: int, batch: int, device: str, seed: int, log):
+    """The text encoder, trained so that a linear probe on each end-of-text row names the values the
+    prompt asks for (class 0: the attribute is not named); returns ``(clip, text_model, tokenizer)``."""
+    from cure_core.miniworld.scenes import ATTRIBUTES, VOCABULARY, random_prompt
+    mini = pack_module("nodes.miniature")
+    torch.manual_seed(seed)
+    clip = mini.build_clip()
+    text_model = clip.cond_stage_model.clip_l
+    pack_module("nodes.tiny_models").randomize(text_model, seed)
+    text_model.to(device).train()
+    _out_of_place_clip_layers(text_model)
+    for p in text_model.parameters():
+        p.requires_grad_(True)
+    width = mini.TEXT_ENCODER_CONFIG["hidden_size"]
+    sizes = [len(VOCABULARY[a]) + 1 for a in ATTRIBUTES]
+    probe = torch.nn.Linear(width, sum(sizes)).to(device)
+    index = {a: {v: i + 1 for i, v in enumerate(VOCABULARY[a])} for a in ATTRIBUTES}
+    tokens = CachedTokenizer(clip)
+    end_token = clip.tokenizer.clip_l.end_token
+    parameters = [*text_model.parameters(), *probe.parameters()]
+    optimiser = torch.optim.AdamW(parameters, lr=1e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=1e-3, total_steps=steps, pct_start=0.05)
+    rng = random.Random(seed)
+    for step in range(steps):
+        prompts, labels = [], []
+        for scene in (scenes[rng.randrange(len(scenes))] for _ in range(batch)):
+            prompt = "" if rng.random() < 0.1 else random_prompt(rng, scene)
+            prompts.append(prompt)
+            words = set(prompt.replace(",", " ").split())
+            labels.append([index[a][scene.value(a)] if words & set(VOCABULARY[a][scene.value(a)]) else 0
+                           for a in ATTRIBUTES])
+        token_rows = [list(tokens(p)) for p in prompts]
+        context, _ = text_model.forward(token_rows)
+        ends = torch.tensor(token_rows, device=device) == end_token              # end-of-text and its padding
+        logits = probe(context[ends]).split(sizes, dim=-1)
+        targets = torch.tensor(labels, device=device).repeat_interleave(ends.sum(1), dim=0)
+        loss = sum(torch.nn.functional.cross_entropy(l, targets[:, i]) for i, l in enumerate(logits))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 200 == 0 or step == steps - 1:
+            accuracy = torch.stack([l.argmax(-1) == targets[:, i] for i, l in enumerate(logits)]).float().mean()
+            log(f"text encoder step {step}: loss {loss.item():.4f}, probe accuracy {100 * accuracy.item():.1f} %")
+    text_model.eval()
+    for p in text_model.parameters():
+        p.requires_grad_(False)
+    return clip, text_model, tokens
+
+
+def train_diffusion(scenes, latents: torch.Tensor, text_model, tokens, steps: int, batch: int, device: str, seed: int,
+                    log, lr: float = 1e-3, noise_offset: float = 0.0, unet_state: dict | None = None):
+    """The UNet, trained from scratch or on from ``unet_state``. ``noise_offset`` adds a per-picture,
+    per-channel constant to the training noise (offset noise): without it the starting noise's mean
+    survives SD1.x's schedule, and the model takes the background (a picture's mean) from it instead
+    of from the prompt."""
     from cure_core.miniworld.scenes import random_prompt
     mini = pack_module("nodes.miniature")
     torch.manual_seed(seed)
     base = mini.build_unet()
     unet = base.diffusion_model.to(device)
-    pack_module("nodes.tiny_models").randomize(unet, seed)
-    with torch.no_grad():               # zero-init the output layer: training starts from "predict no noise"
-        unet.out[-1].weight.zero_()
-        unet.out[-1].bias.zero_()
-    clip = mini.build_clip()
-    text_model = clip.cond_stage_model.clip_l
-    pack_module("nodes.tiny_models").randomize(text_model, seed + 1)
-    text_model.to(device)
-    _out_of_place_clip_layers(text_model)
-    for module in (unet, text_model):
-        module.train()
-        for p in module.parameters():
-            p.requires_grad_(True)
+    if unet_state is None:
+        pack_module("nodes.tiny_models").randomize(unet, seed)
+        with torch.no_grad():               # zero-init the output layer: training starts from "predict no noise"
+            unet.out[-1].weight.zero_()
+            unet.out[-1].bias.zero_()
+    else:
+        unet.load_state_dict(unet_state)
+    unet.train()
+    for p in unet.parameters():
+        p.requires_grad_(True)
     sampling = base.model_sampling
     sigmas = sampling.sigmas.to(device)
     scale_factor = base.latent_format.scale_factor
-    tokens = CachedTokenizer(clip)
-    parameters = [*unet.parameters(), *text_model.parameters()]
-    optimiser = torch.optim.AdamW(parameters, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=1e-3, total_steps=steps, pct_start=0.03)
+    parameters = list(unet.parameters())
+    optimiser = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.03)
     ema = [p.detach().clone() for p in parameters]
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -142,14 +199,18 @@ def train_diffusion(scenes, latents: torch.Tensor, steps: int, batch: int, devic
     for step in range(steps):
         index = torch.randint(len(latents), (batch,), generator=generator)
         prompts = ["" if rng.random() < 0.1 else random_prompt(rng, scenes[i]) for i in index.tolist()]
-        context, _ = text_model.forward([list(tokens(p)) for p in prompts])
+        with torch.no_grad():
+            context, _ = text_model.forward([list(tokens(p)) for p in prompts])
         x0 = latents[index].to(device) * scale_factor
         noise = torch.randn(x0.shape, generator=generator).to(device)
+        if noise_offset:
+            noise = noise + noise_offset * torch.randn((*x0.shape[:2], 1, 1), generator=generator).to(device)
         t = torch.randint(len(sigmas), (batch,), generator=generator).to(device)
         sigma = sigmas[t].view(-1, 1, 1, 1)
         x_in = (x0 + sigma * noise) / torch.sqrt(sigma ** 2 + 1)        # ComfyUI's EPS calculate_input
         predicted = unet(x_in, timesteps=sampling.timestep(sigmas[t]).float(), context=context)
-        loss = (predicted - noise).pow(2).mean()
+        weight = torch.clamp(5.0 * sigma.flatten() ** 2, max=1.0)            # min-SNR-5: min(SNR, 5) / SNR
+        loss = (weight * (predicted - noise).pow(2).mean(dim=(1, 2, 3))).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -165,7 +226,7 @@ def train_diffusion(scenes, latents: torch.Tensor, steps: int, batch: int, devic
     with torch.no_grad():
         for average, p in zip(ema, parameters):
             p.copy_(average)
-    return unet.eval(), text_model.eval()
+    return unet.eval()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,9 +235,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenes", type=int, default=40_000)
     parser.add_argument("--autoencoder-steps", type=int, default=1000)
     parser.add_argument("--autoencoder-batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=4500, help="UNet + text-encoder steps")
+    parser.add_argument("--text-steps", type=int, default=400, help="text-encoder pretraining steps")
+    parser.add_argument("--text-batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=9000, help="UNet steps")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=1e-3, help="the UNet's peak learning rate (one-cycle schedule)")
+    parser.add_argument("--noise-offset", type=float, default=0.0,
+                        help="std of the per-channel constant added to the training noise (offset noise)")
+    parser.add_argument("--resume-from", type=Path, default=None,
+                        help="go on training the UNet of an earlier model file (its autoencoder and text encoder are "
+                             "kept as they are)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args(argv)
@@ -192,8 +261,18 @@ def main(argv: list[str] | None = None) -> None:
 
     scenes, images = render_dataset(args.scenes, args.seed)
     log(f"rendered {len(scenes)} scenes")
-    autoencoder = train_autoencoder(images, args.autoencoder_steps, args.autoencoder_batch, args.device, log)
-    factor = normalise_latents(autoencoder, images.to(args.device), mini.model_config().latent_format.scale_factor)
+    resumed, earlier_recipe = None, None
+    if args.resume_from:
+        with safetensors.safe_open(str(args.resume_from), framework="pt") as f:
+            resumed = mini.split_state({key: f.get_tensor(key) for key in f.keys()})
+            earlier_recipe = json.loads((f.metadata() or {})["recipe"])
+        autoencoder = mini.build_autoencoder()
+        autoencoder.load_state_dict(resumed["vae"])
+        autoencoder = autoencoder.to(args.device).eval()
+        factor = 1.0            # already rescaled
+    else:
+        autoencoder = train_autoencoder(images, args.autoencoder_steps, args.autoencoder_batch, args.device, log)
+        factor = normalise_latents(autoencoder, images.to(args.device), mini.model_config().latent_format.scale_factor)
     latents = encode_all(autoencoder, images, args.device)
     with torch.no_grad():
         decoded = torch.cat([autoencoder.decode(latents[i:i + 512].to(args.device)).cpu() for i in range(0, 2048, 512)])
@@ -203,18 +282,29 @@ def main(argv: list[str] | None = None) -> None:
     kept = np.mean([detect(p)[a] == s.value(a) for p, s in zip(pictures, scenes) for a in ("shape", "colour", "style", "background")])
     log(f"autoencoder: latent factor {factor:.3f}, mean abs reconstruction error {reconstruction:.4f} (0..1 scale), "
         f"detector agrees with the scene on {100 * kept:.1f} % of attributes of reconstructions")
-    unet, text_model = train_diffusion(scenes, latents, args.steps, args.batch, args.device, args.seed + 10, log)
+    if resumed:
+        clip = mini.build_clip()
+        clip.cond_stage_model.load_state_dict(resumed["clip"])
+        text_model = clip.cond_stage_model.clip_l.to(args.device).eval()
+        tokens = CachedTokenizer(clip)
+    else:
+        clip, text_model, tokens = pretrain_text_encoder(scenes, args.text_steps, args.text_batch, args.device,
+                                                         args.seed + 11, log)
+    unet = train_diffusion(scenes, latents, text_model, tokens, args.steps, args.batch, args.device, args.seed + 10,
+                           log, lr=args.lr, noise_offset=args.noise_offset,
+                           unet_state=resumed["model"] if resumed else None)
 
     state = {**{f"model.{k}": v for k, v in unet.state_dict().items()},
              **{f"clip.clip_l.{k}": v for k, v in text_model.state_dict().items()},
              **{f"vae.{k}": v for k, v in autoencoder.state_dict().items()}}
     state = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
              for k, v in state.items()}
-    recipe = {"scenes": args.scenes, "autoencoder_steps": args.autoencoder_steps, "steps": args.steps,
+    recipe = {"scenes": args.scenes, "autoencoder_steps": 0 if resumed else args.autoencoder_steps,
+              "text_steps": 0 if resumed else args.text_steps, "text_batch": args.text_batch, "steps": args.steps,
               "batch": args.batch, "seed": args.seed, "device": args.device,
+              "lr": args.lr, "noise_offset": args.noise_offset, "resumed_from": earlier_recipe,
               "seconds": round(time.time() - started, 1), "autoencoder_error": round(reconstruction, 5),
               "autoencoder_detector_agreement": round(float(kept), 4)}
-    import safetensors.torch
     out.parent.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file(state, str(out), metadata={"recipe": json.dumps(recipe)})
     log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): {json.dumps(recipe)}")

@@ -38,6 +38,32 @@ def test_detector_tells_close_neighbours_apart():
             assert shows(detect(picture), value) and not shows(detect(picture), neighbour if value == concept else concept)
 
 
+def test_detector_reads_through_what_a_generator_gets_wrong():
+    """A generated picture is not a clean render: specks in the background, edge artifacts in the
+    outermost pixels, a fill pattern shifted by a pixel. None of them changes what the picture shows."""
+    rng = np.random.default_rng(0)
+    base = Scene("star", "red", "striped", "gray", centre=(15.0, 16.0), radius=10.0)
+    clean = render(base)
+    expected = {a: base.value(a) for a in ATTRIBUTES}
+    assert detect(clean) == expected
+    specks = clean.copy()
+    for y, x in ((1, 1), (2, 26), (27, 2), (27, 27)):     # blotches of another palette colour in the background
+        specks[y:y + 3, x:x + 3] = (235 / 255, 215 / 255, 40 / 255)
+    assert detect(specks) == expected
+    shaded = render(Scene("circle", "red", "solid", "white", centre=(16.0, 16.0), radius=10.0))
+    shaded[:, :13] = np.where(shaded[:, :13] < 0.9, shaded[:, :13] * 0.7, shaded[:, :13])   # a darker side
+    assert detect(shaded)["style"] == "solid"
+    frame = clean.copy()
+    frame[0, :], frame[-1, :], frame[:, 0], frame[:, -1] = rng.uniform(0, 1, (4, IMAGE_SIZE, 3))
+    assert detect(frame) == expected
+    shifted = np.roll(clean, 1, axis=0)             # stripes one pixel off the renderer's phase
+    assert detect(shifted) == expected
+    checkered = render(Scene("square", "blue", "checkered", "white", centre=(16.0, 16.0), radius=10.0))
+    assert detect(np.roll(checkered, (1, 1), axis=(0, 1)))["style"] == "checkered"
+    noisy = np.clip(clean + rng.normal(0, 0.05, clean.shape), 0, 1)
+    assert detect(noisy) == expected
+
+
 def test_vocabulary_neighbours_and_chance():
     for concept in all_concepts():
         attribute = concept_attribute(concept)

@@ -22,8 +22,9 @@ RUNS = {"erase_style_sd15.json": ("SD1.x", 64), "erase_artist_sd21.json": ("SD2.
 GRID_RUNS = {"before_after_grid_sd15.json": ("SD1.x", 64)}
 # Validated by the server only: the pack has no tiny video VAE of their kind to run them with.
 VALIDATE_ONLY = {"erase_smoking_ltxv.json", "erase_object_mochi.json", "erase_celebrity_hunyuanvideo.json",
-                 "erase_character_stable_cascade.json", "erase_object_cosmos1.json",
-                 "miniature_world_erase_red.json"}     # its trained model is not shipped yet (README)
+                 "erase_character_stable_cascade.json", "erase_object_cosmos1.json"}
+# Run as shipped: their loader is the pack's trained miniature model.
+MINIATURE_RUNS = {"miniature_world_erase_red.json"}
 # Which demo-model output (MODEL 0, CLIP 1, VAE 2) stands in for each loader output.
 LOADER_OUTPUTS = {"CheckpointLoaderSimple": (0, 1, 2), "UNETLoader": (0,), "DualCLIPLoader": (1,),
                   "CLIPLoader": (1,), "TripleCLIPLoader": (1,), "QuadrupleCLIPLoader": (1,), "VAELoader": (2,)}
@@ -76,7 +77,7 @@ def tiny_version(workflow: dict, object_info: dict, family: str, size: int = 64)
 
 
 def test_every_example_workflow_is_run_or_validated():
-    assert {p.name for p in WORKFLOWS} == set(RUNS) | set(GRID_RUNS) | VALIDATE_ONLY
+    assert {p.name for p in WORKFLOWS} == set(RUNS) | set(GRID_RUNS) | VALIDATE_ONLY | MINIATURE_RUNS
 
 
 def test_nodes_are_described_with_inputs_and_tooltips(object_info):
@@ -125,6 +126,23 @@ def test_example_workflow_runs_to_an_image(name, server, object_info):
     reports = [o["text"][0] for o in outputs.values() if "text" in o]
     method = "Low-rank refusal vector" if name.startswith("refusal") else "CURE Spectral Eraser"
     assert reports and reports[0].startswith(f"{method} on {family.split()[0]}")
+
+
+def test_the_miniature_workflow_erases_red_as_shipped(server, object_info):
+    """The shipped workflow, unchanged: 4 seeds of "a striped red circle on a white background" before
+    and after erasing red; the detector reads the saved pictures."""
+    import numpy as np
+    from cure_core.miniworld.detector import detect_batch
+    workflow = json.loads((REPO / "example_workflows" / "miniature_world_erase_red.json").read_text())
+    outputs = server.run(ui_to_api(workflow, object_info))["outputs"]
+    before = [np.asarray(i, dtype=np.float32) / 255 for i in saved_images(server, outputs, "miniature_before")]
+    after = [np.asarray(i, dtype=np.float32) / 255 for i in saved_images(server, outputs, "miniature_after_erasing_red")]
+    assert len(before) == len(after) == 4 and before[0].shape == (32, 32, 3)
+    red_before = sum(f["colour"] == "red" for f in detect_batch(np.stack(before)))
+    assert red_before >= 3, red_before          # the model draws what it is prompted with
+    assert sum(f["shape"] == "circle" for f in detect_batch(np.stack(after))) >= 3   # what was not erased stays
+    assert any(np.abs(b - a).mean() > 0.01 for b, a in zip(before, after))          # the erased model drew otherwise
+    # How often red still shows after CURE's edit is the benchmark's figure (README), not asserted here.
 
 
 def test_a_bad_input_is_reported_by_the_server(server, object_info):

@@ -1,12 +1,15 @@
 """An analytic detector for the miniature world: which shape, colour, fill style and background a
 picture shows, measured from its pixels the way the renderer made them (no learned weights).
 
-- background: the median of the 2-pixel border, nearest background colour;
-- colour: the bright tone of the pixels far from the background, nearest palette colour;
-- shape: the mask of pixels nearer that colour (or its dark tone) than the background, against each
-  shape's template fitted to the mask's bounding box, best intersection-over-union;
-- style: how many interior pixels sit at the dark tone, and whether the dark bands run along rows
-  (striped) or alternate both ways (checkered).
+- background: the median of a band 1 to 3 pixels in from the edge (a decoder's outermost pixels
+  can carry edge artifacts), nearest background colour;
+- the shape's pixels: the largest 4-connected region of pixels far from the background (specks
+  of noise in a generated background are not part of it);
+- colour: the bright tone of that region, nearest palette colour;
+- shape: the pixels nearer that colour (or its dark tone) than the background, largest region,
+  against each shape's template fitted to its bounding box, best intersection-over-union;
+- style: which fill pattern (all bright; bands along rows; a checkerboard, at any phase) best
+  agrees with where the region's pixels sit at the dark tone.
 """
 from __future__ import annotations
 
@@ -14,12 +17,11 @@ import functools
 
 import numpy as np
 
-from .scenes import ATTRIBUTES, BACKGROUNDS, COLOURS, DARK, VOCABULARY, concept_attribute, unit_mask
+from .scenes import ATTRIBUTES, BACKGROUNDS, COLOURS, DARK, STRIPE, VOCABULARY, concept_attribute, fill_pattern, unit_mask
 
 FOREGROUND_DISTANCE = 0.16     # RGB distance (0..1 scale) from the background that counts as foreground
 MIN_SHAPE_PIXELS = 12
-SOLID_BELOW = 0.2              # share of dark interior pixels under which a fill counts as solid
-STRIPED_MARGIN = 0.15          # row agreement minus column agreement above which dark bands are stripes
+BORDER_BAND = (1, 4)           # rows and columns, counted from each edge, the background is read from
 
 _COLOUR_NAMES = list(COLOURS)
 _COLOUR_TABLE = np.array([COLOURS[c] for c in _COLOUR_NAMES], dtype=np.float32) / 255.0
@@ -57,21 +59,63 @@ def _eroded(mask: np.ndarray) -> np.ndarray:
     return inner
 
 
+def _largest_region(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected region of ``mask``."""
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    height, width = mask.shape
+    best, best_size, label = 0, 0, 0
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        label += 1
+        labels[start] = label
+        stack, size = [start], 0
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = label
+                    stack.append((ny, nx))
+        if size > best_size:
+            best, best_size = label, size
+    return labels == best if best else np.zeros_like(mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _fill_patterns(size: int) -> dict[str, list[np.ndarray]]:
+    """Each patterned style's dark-tone layout at every phase (the model may shift it by a pixel)."""
+    ys, xs = np.mgrid[0:size, 0:size]
+    shifts = range(2 * STRIPE)
+    return {"striped": [fill_pattern("striped", ys + dy, xs) for dy in shifts],
+            "checkered": [fill_pattern("checkered", ys + dy, xs + dx) for dy in shifts for dx in shifts]}
+
+
+def _style(dark: np.ndarray, interior: np.ndarray) -> str:
+    """The style whose fill pattern agrees best with the dark-tone pixels of ``interior``."""
+    scores = {"solid": 1.0 - dark[interior].mean()}
+    for style, layouts in _fill_patterns(dark.shape[0]).items():
+        scores[style] = max((dark == layout)[interior].mean() for layout in layouts)
+    return max(scores, key=scores.get)
+
+
 def detect(image: np.ndarray) -> dict[str, str | None]:
     """``{"shape", "colour", "style", "background"}`` of one ``(H, W, 3)`` image in [0, 1]; the first
     three are ``None`` when no shape stands out from the background."""
     image = np.asarray(image, dtype=np.float32)
     size = image.shape[0]
-    border = np.concatenate([image[:2].reshape(-1, 3), image[-2:].reshape(-1, 3),
-                             image[:, :2].reshape(-1, 3), image[:, -2:].reshape(-1, 3)])
-    background_value = np.median(border, axis=0)
+    inner, outer = BORDER_BAND
+    band = np.zeros((size, size), dtype=bool)
+    band[inner:size - inner, inner:size - inner] = True
+    band[outer:size - outer, outer:size - outer] = False
+    background_value = np.median(image[band], axis=0)
     found: dict[str, str | None] = {a: None for a in ATTRIBUTES}
     found["background"] = _nearest(background_value, _BACKGROUND_NAMES, _BACKGROUND_TABLE)
 
     # a first, strict mask finds the fill's colour; the final mask then takes every pixel nearer the fill
     # (bright or dark tone) than the background, so soft edges split where a blend's midpoint lies
     to_background = np.linalg.norm(image - background_value, axis=2)
-    mask = to_background > FOREGROUND_DISTANCE
+    mask = _largest_region(to_background > FOREGROUND_DISTANCE)
     if mask.sum() < MIN_SHAPE_PIXELS:
         return found
     interior = _eroded(mask)
@@ -83,7 +127,7 @@ def detect(image: np.ndarray) -> dict[str, str | None]:
     bright = pixels[brightness >= np.percentile(brightness, 90) * (1 + DARK) / 2].mean(axis=0)
     found["colour"] = _nearest(bright, _COLOUR_NAMES, _COLOUR_TABLE)
     to_fill = np.minimum(np.linalg.norm(image - bright, axis=2), np.linalg.norm(image - bright * DARK, axis=2))
-    mask = to_fill < to_background
+    mask = _largest_region(to_fill < to_background)
     if mask.sum() < MIN_SHAPE_PIXELS:
         return {**found, "colour": None}
     rows, cols = np.nonzero(mask)
@@ -96,18 +140,8 @@ def detect(image: np.ndarray) -> dict[str, str | None]:
     interior = _eroded(mask)
     if interior.sum() < MIN_SHAPE_PIXELS // 2:
         interior = mask
-    pixels = image[interior]
-
-    dark = np.zeros(mask.shape, dtype=bool)
-    dark[interior] = (np.linalg.norm(pixels - bright * DARK, axis=1) < np.linalg.norm(pixels - bright, axis=1))
-    if dark[interior].mean() < SOLID_BELOW:
-        found["style"] = "solid"
-    else:
-        horizontal = interior[:, :-1] & interior[:, 1:]
-        vertical = interior[:-1, :] & interior[1:, :]
-        along_rows = (dark[:, :-1] == dark[:, 1:])[horizontal].mean()
-        along_cols = (dark[:-1, :] == dark[1:, :])[vertical].mean()
-        found["style"] = "striped" if along_rows - along_cols > STRIPED_MARGIN else "checkered"
+    dark = np.linalg.norm(image - bright * DARK, axis=2) < np.linalg.norm(image - bright, axis=2)
+    found["style"] = _style(dark, interior)
     return found
 
 
