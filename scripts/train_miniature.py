@@ -12,7 +12,11 @@
    templates, and 10 % are empty (for CFG).
 4. Write one fp16 ``.safetensors`` (UNet, CLIP, VAE) with the recipe in its metadata.
 
-    .venv/bin/python scripts/train_miniature.py [--steps 4500] [--device cuda]
+The shipped file is this run followed by a second one with offset noise (see ``train_diffusion``):
+
+    .venv/bin/python scripts/train_miniature.py --out /tmp/stage1.safetensors [--device cuda]
+    .venv/bin/python scripts/train_miniature.py --resume-from /tmp/stage1.safetensors --steps 2000 \
+        --lr 5e-4 --noise-offset 0.3
 
 Seeded: the same command on the same machine gives the same file.
 """

@@ -61,7 +61,7 @@ def test_the_reduced_benchmark_halves_the_erased_concept_and_keeps_the_rest(tmp_
         assert all(0 <= row[k] <= 1 for k in ("erased_rate", "preserved_acc", "neighbour_acc", "synonym_leak"))
     original, cure, refusal = rows.values()
     assert original["erased_rate"] >= 0.9 and original["preserved_acc"] >= 0.9     # the model draws what it is asked
-    assert cure["seconds"] > 0 and refusal["seconds"] > 0 and original["seconds"] == 0
+    assert 0 < original["seconds"] < min(cure["seconds"], refusal["seconds"])      # the original is no edit
     assert refusal["erased_rate"] <= original["erased_rate"] / 2, (original, refusal)
     assert refusal["preserved_acc"] >= original["preserved_acc"] - 0.05, (original, refusal)
     assert (tmp_path / "results.md").read_text().count("\n") == len(rows) + 2
