@@ -76,15 +76,22 @@ def split_state(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Ten
     return parts
 
 
-def load_miniature(path: Path = MODEL_FILE):
-    """``(MODEL, CLIP, VAE, metadata)`` of the trained miniature model."""
+def read_model_file(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+    """The file's weights split by part (``model``, ``clip``, ``vae``) and its metadata (JSON values
+    decoded), in one read."""
     if not path.is_file():
         raise FileNotFoundError(f"No miniature model at {path}: the pack ships one in models/; restore it "
                                 "(git checkout models/miniature_world.safetensors) or train it again with "
                                 "scripts/train_miniature.py (about an hour on a 2-core CPU; see the README).")
-    with safetensors.safe_open(str(path), framework="pt") as f:        # one read: tensors and metadata
+    with safetensors.safe_open(str(path), framework="pt") as f:
         parts = split_state({key: f.get_tensor(key) for key in f.keys()})
         metadata = f.metadata() or {}
+    return parts, {k: json.loads(v) for k, v in metadata.items()}
+
+
+def load_miniature(path: Path = MODEL_FILE):
+    """``(MODEL, CLIP, VAE, metadata)`` of the trained miniature model."""
+    parts, metadata = read_model_file(path)
     unet = build_unet()
     missing, unexpected = unet.diffusion_model.load_state_dict(parts["model"], strict=False)
     if missing or unexpected:
@@ -93,4 +100,4 @@ def load_miniature(path: Path = MODEL_FILE):
                                              offload_device=comfy.model_management.unet_offload_device())
     clip = build_clip()
     clip.cond_stage_model.load_state_dict(parts["clip"], strict=True)
-    return model, clip, wrap_vae(parts["vae"]), {k: json.loads(v) for k, v in metadata.items()}
+    return model, clip, wrap_vae(parts["vae"]), metadata

@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import safetensors
 import safetensors.torch
 import torch
 
@@ -267,9 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     log(f"rendered {len(scenes)} scenes")
     resumed, earlier_recipe = None, None
     if args.resume_from:
-        with safetensors.safe_open(str(args.resume_from), framework="pt") as f:
-            resumed = mini.split_state({key: f.get_tensor(key) for key in f.keys()})
-            earlier_recipe = json.loads((f.metadata() or {})["recipe"])
+        resumed, metadata = mini.read_model_file(args.resume_from)
+        earlier_recipe = metadata["recipe"]
         autoencoder = mini.build_autoencoder()
         autoencoder.load_state_dict(resumed["vae"])
         autoencoder = autoencoder.to(args.device).eval()
@@ -279,8 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         factor = normalise_latents(autoencoder, images.to(args.device), mini.model_config().latent_format.scale_factor)
     latents = encode_all(autoencoder, images, args.device)
     with torch.no_grad():
-        decoded = torch.cat([autoencoder.decode(latents[i:i + 512].to(args.device)).cpu() for i in range(0, 2048, 512)])
-    reconstruction = (decoded - images[:2048]).abs().mean().item() / 2
+        decoded = torch.cat([autoencoder.decode(latents[i:i + 512].to(args.device)).cpu() for i in range(0, min(len(latents), 2048), 512)])
+    reconstruction = (decoded - images[:len(decoded)]).abs().mean().item() / 2
     from cure_core.miniworld.detector import detect
     pictures = ((decoded.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
     kept = np.mean([detect(p)[a] == s.value(a) for p, s in zip(pictures, scenes) for a in ("shape", "colour", "style", "background")])

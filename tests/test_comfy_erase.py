@@ -338,20 +338,23 @@ def test_concept_tokens_are_located_exactly(family, concept, built, encoding):
         assert ids[0] != sub.start_token or 0 not in positions[key].content   # never the start token
 
 
+def _random_patcher(tiny, config):
+    """A CPU ModelPatcher around ``config``'s model with random weights."""
+    import comfy.model_patcher
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    tiny.randomize(model.diffusion_model, 0)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
 @pytest.mark.parametrize("config_name, overrides", [
     ("WAN21_I2V", {"model_type": "i2v", "in_dim": 36}),        # image-to-video: same text path, CLIP-vision added
     ("WAN22_T2V", {"out_dim": 48, "in_dim": 48}),               # Wan 2.2 5B: 48-channel latents
 ])
 def test_wan_variants_are_erased_through_the_same_text_layer(config_name, overrides, tiny, erase, built):
-    import comfy.model_patcher
     import comfy.supported_models
     base = tiny._SPECS["Wan 2.1"][1]
-    config = getattr(comfy.supported_models, config_name)({**base, **overrides})
-    config.set_inference_dtype(torch.float32, None)
-    model = config.get_model({})
-    tiny.randomize(model.diffusion_model, 0)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
-                                               offload_device=torch.device("cpu"))
+    patcher = _random_patcher(tiny, getattr(comfy.supported_models, config_name)({**base, **overrides}))
     patched, report = erase(patcher, built("Wan 2.1")[1], FORGET, RETAIN)
     assert set(patched.patches) == {"diffusion_model.text_embedding.0.weight"}
     assert f"ComfyUI model type {config_name}" in report
@@ -359,15 +362,9 @@ def test_wan_variants_are_erased_through_the_same_text_layer(config_name, overri
 
 def test_hunyuan_dit_1_0_is_erased_through_the_same_layers(tiny, erase, built):
     """Hunyuan-DiT 1.0/1.1 (ComfyUI's HunyuanDiT1: size and style conditions added) reads the text the same way."""
-    import comfy.model_patcher
     import comfy.supported_models
-    config = comfy.supported_models.HunyuanDiT1({**tiny._SPECS["Hunyuan-DiT"][1], "image_model": "hydit1",
-                                                 "size_cond": True, "use_style_cond": True})
-    config.set_inference_dtype(torch.float32, None)
-    model = config.get_model({})
-    tiny.randomize(model.diffusion_model, 0)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
-                                               offload_device=torch.device("cpu"))
+    patcher = _random_patcher(tiny, comfy.supported_models.HunyuanDiT1({
+        **tiny._SPECS["Hunyuan-DiT"][1], "image_model": "hydit1", "size_cond": True, "use_style_cond": True}))
     patched, report = erase(patcher, built("Hunyuan-DiT")[1], FORGET, RETAIN)
     assert set(patched.patches) == set(text_layer_keys(patcher, "Hunyuan-DiT")) == set(
         text_layer_keys(built("Hunyuan-DiT")[0], "Hunyuan-DiT"))
