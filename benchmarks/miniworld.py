@@ -145,10 +145,11 @@ def palette_error(images: np.ndarray) -> float:
 
 # ---- methods -------------------------------------------------------------------------------------
 
-def _cure(alpha: float):
+def _cure(alpha: float, token_selection: str = "concept + end token"):
     def run(model, clip, forget, retain):
         erase = pack_module("nodes.erase_cure").erase_concepts
-        return erase(model, clip, "\n".join(forget), "\n".join(retain), "object", ERASE_TEMPLATES, alpha, alpha)[0], ""
+        return erase(model, clip, "\n".join(forget), "\n".join(retain), "object", ERASE_TEMPLATES, alpha, alpha,
+                     token_selection=token_selection)[0], ""
     return run
 
 
@@ -170,6 +171,8 @@ METHODS = {
     "CURE (default alpha)": _cure(0.0),
     "CURE alpha 1": _cure(1.0),
     "CURE alpha 5": _cure(5.0),
+    # Far past the paper's α, on every prompt token: nearly a hard projector onto the forget rows' span.
+    "CURE alpha 100, all tokens": _cure(100.0, "all prompt tokens"),
     "refusal vector": _refusal,
     "UCE": _uce,
 }
@@ -310,7 +313,7 @@ def plot(rows: list[dict], path: Path) -> None:
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     panel_w, panel_h, margin = 60 + 44 * len(methods), 300, 40
-    image = Image.new("RGB", (panel_w * len(tasks), panel_h + 170), "white")
+    image = Image.new("RGB", (panel_w * len(tasks), panel_h + 190), "white")
     draw = ImageDraw.Draw(image)
     for t, task in enumerate(tasks):
         x0 = t * panel_w + margin
@@ -332,7 +335,7 @@ def plot(rows: list[dict], path: Path) -> None:
             label = Image.new("RGB", (160, 14), "white")
             ImageDraw.Draw(label).text((0, 0), method, fill="black")
             image.paste(label.rotate(90, expand=True), (x + 10, base + 6))
-    draw.text((8, panel_h + 150), "red: erased-concept detection rate (lower is better; black line: chance)   "
+    draw.text((8, panel_h + 170), "red: erased-concept detection rate (lower is better; black line: chance)   "
                                   "green: preserved-concept accuracy", fill="black")
     image.save(path)
 

@@ -7,25 +7,23 @@
    stand-in for CLIP's pretraining on captioned pictures, so that synonyms ("crimson", "scarlet")
    land on the same features as their canonical word, as they do in real CLIP. The probe is dropped.
 3. Train the UNet with the text encoder frozen (as SD1.x keeps CLIP frozen), with SD1.x's own noise
-   schedule and eps objective (min-SNR-5 weighted), through ComfyUI's classes exactly as ComfyUI
-   samples them; prompts name a random subset of the scene's attributes with random synonyms and
-   templates, and 10 % are empty (for CFG).
+   schedule and eps objective (min-SNR-5 weighted) and offset noise (see ``train_diffusion``), through
+   ComfyUI's classes exactly as ComfyUI samples them; prompts name a random subset of the scene's
+   attributes with random synonyms and templates, and 10 % are empty (for CFG).
 4. Write one fp16 ``.safetensors`` (UNet, CLIP, VAE) with the recipe in its metadata.
 
-The shipped file is this run followed by a second one with offset noise (see ``train_diffusion``):
+The shipped file is this script with its defaults (about an hour on a 2-core CPU):
 
-    .venv/bin/python scripts/train_miniature.py --out /tmp/stage1.safetensors [--device cuda]
-    .venv/bin/python scripts/train_miniature.py --resume-from /tmp/stage1.safetensors --steps 2000 \
-        --lr 5e-4 --noise-offset 0.3
+    .venv/bin/python scripts/train_miniature.py [--device cuda]
 
-Seeded: the same command on the same machine gives the same file.
+Seeded: the same command on the same machine gives the same file. ``--resume-from`` goes on training
+the UNet of an earlier file.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import json
-import math
 import random
 import sys
 import time
@@ -35,7 +33,9 @@ import numpy as np
 import safetensors.torch
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_REPO = str(Path(__file__).resolve().parents[1])
+if _REPO not in sys.path:      # appended: ComfyUI's own top-level `nodes` must win over the pack's folder
+    sys.path.append(_REPO)
 from scripts.comfy_env import load_pack, pack_module  # noqa: E402
 
 
@@ -232,7 +232,7 @@ def train_diffusion(scenes, latents: torch.Tensor, text_model, tokens, steps: in
     return unet.eval()
 
 
-def main(argv: list[str] | None = None) -> None:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="default: the pack's models/miniature_world.safetensors")
     parser.add_argument("--scenes", type=int, default=40_000)
@@ -244,14 +244,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3, help="the UNet's peak learning rate (one-cycle schedule)")
-    parser.add_argument("--noise-offset", type=float, default=0.0,
+    parser.add_argument("--noise-offset", type=float, default=0.3,
                         help="std of the per-channel constant added to the training noise (offset noise)")
     parser.add_argument("--resume-from", type=Path, default=None,
                         help="go on training the UNet of an earlier model file (its autoencoder and text encoder are "
                              "kept as they are)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = argument_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     load_pack(cpu=args.device == "cpu")

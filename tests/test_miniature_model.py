@@ -9,9 +9,9 @@ import pytest
 from conftest import REPO
 from cure_core.miniworld.scenes import all_concepts
 
-# The issue's bar is 90 % for every concept; the shipped model meets it for 24 of the 25 (star: 83 %,
-# 10 of 12 pictures; README). These guard what it does reach: no concept below 80 %, 95 % on average.
-EVERY_CONCEPT_AT_LEAST = 0.8
+# The issue's bar: every prompted concept in at least 90 % of its pictures (the shipped model: lowest
+# 91.7 %, checkered; mean 99.7 %; README).
+EVERY_CONCEPT_AT_LEAST = 0.9
 MEAN_AT_LEAST = 0.95
 
 
@@ -26,11 +26,13 @@ def test_the_model_file_is_small_and_says_how_it_was_made(pack):
     mini = pack_module("nodes.miniature")
     assert mini.MODEL_FILE.stat().st_size < 20 * 2**20
     *_, metadata = mini.load_miniature()
-    recipe = metadata["recipe"]          # trained on from a first run that started from scratch
-    first = recipe["resumed_from"]
-    assert recipe["seed"] == first["seed"] == 0 and recipe["noise_offset"] > 0 and recipe["steps"] > 0
-    assert first["steps"] > 0 and first["autoencoder_steps"] > 0 and first["text_steps"] > 0
-    assert first.get("resumed_from") is None and first.get("autoencoder_from") is None
+    recipe = metadata["recipe"]          # one seeded run from scratch: what `train_miniature.py`'s defaults make
+    assert recipe["resumed_from"] is None
+    from scripts.train_miniature import argument_parser
+    defaults = vars(argument_parser().parse_args([]))
+    for name in ("scenes", "autoencoder_steps", "text_steps", "text_batch", "steps", "batch", "seed", "lr",
+                 "noise_offset"):
+        assert recipe[name] == defaults[name], (name, recipe[name], defaults[name])
 
 
 def test_the_original_model_draws_the_prompted_concepts(benchmark):
