@@ -359,15 +359,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     quality: dict[str, float] = {}
     if args.quality_only:
-        model, _, sampler = load(args.model)
-        quality = concept_quality(sampler, model, config)
-        report_quality(quality)
-        args.out.mkdir(parents=True, exist_ok=True)
+        config.tasks = []
+    rows = run(config, quality=quality if args.quality_only or not args.quick else None, model_file=args.model)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.quality_only:
         (args.out / "quality.json").write_text(json.dumps(quality, indent=1))
         print(f"in {time.time() - started:.1f} s")
         return
-    rows = run(config, quality=None if args.quick else quality, model_file=args.model)
-    args.out.mkdir(parents=True, exist_ok=True)
     meta = {"config": asdict(config), "sampler": SAMPLER, "seconds_total": round(time.time() - started, 1),
             "torch": torch.__version__, "device": "cpu", "original_concept_presence": quality}
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))

@@ -56,6 +56,13 @@ def build_clip() -> comfy.sd.CLIP:
                          model_options={"clip_l_model_config": TEXT_ENCODER_CONFIG, "dtype": torch.float32})
 
 
+def load_clip(state: dict[str, torch.Tensor]) -> comfy.sd.CLIP:
+    """:func:`build_clip` with trained weights (a model file's ``clip`` part)."""
+    clip = build_clip()
+    clip.cond_stage_model.load_state_dict(state, strict=True)
+    return clip
+
+
 def build_autoencoder() -> AutoencoderKL:
     return AutoencoderKL(**VAE_CONFIG["params"])
 
@@ -98,6 +105,4 @@ def load_miniature(path: Path = MODEL_FILE):
         raise ValueError(f"{path} does not match the miniature UNet: missing {missing[:3]}, unexpected {unexpected[:3]}.")
     model = comfy.model_patcher.ModelPatcher(unet, load_device=comfy.model_management.get_torch_device(),
                                              offload_device=comfy.model_management.unet_offload_device())
-    clip = build_clip()
-    clip.cond_stage_model.load_state_dict(parts["clip"], strict=True)
-    return model, clip, wrap_vae(parts["vae"]), metadata
+    return model, load_clip(parts["clip"]), wrap_vae(parts["vae"]), metadata

@@ -289,8 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"autoencoder: latent factor {factor:.3f}, mean abs reconstruction error {reconstruction:.4f} (0..1 scale), "
         f"detector agrees with the scene on {100 * kept:.1f} % of attributes of reconstructions")
     if resumed:
-        clip = mini.build_clip()
-        clip.cond_stage_model.load_state_dict(resumed["clip"])
+        clip = mini.load_clip(resumed["clip"])
         text_model = clip.cond_stage_model.clip_l.to(args.device).eval()
         tokens = CachedTokenizer(clip)
     else:

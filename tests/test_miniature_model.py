@@ -1,5 +1,5 @@
-"""The trained miniature model (``models/miniature_world.safetensors``): it draws what it is prompted
-with, and CURE erases from it what the benchmark says it does (the reduced run CI makes)."""
+"""The trained miniature model (``models/miniature_world.safetensors``): it is what the training script's
+defaults make, it draws what it is prompted with, and the reduced benchmark CI makes holds its gate."""
 import json
 import subprocess
 import sys

@@ -59,6 +59,16 @@ def _eroded(mask: np.ndarray) -> np.ndarray:
     return inner
 
 
+@functools.lru_cache(maxsize=None)
+def _border_band(size: int) -> np.ndarray:
+    """The pixels ``BORDER_BAND`` rows and columns in from each edge, where the background is read."""
+    inner, outer = BORDER_BAND
+    band = np.zeros((size, size), dtype=bool)
+    band[inner:size - inner, inner:size - inner] = True
+    band[outer:size - outer, outer:size - outer] = False
+    return band
+
+
 def _largest_region(mask: np.ndarray) -> np.ndarray:
     """The largest 4-connected region of ``mask``."""
     labels = np.zeros(mask.shape, dtype=np.int32)
@@ -104,11 +114,7 @@ def detect(image: np.ndarray) -> dict[str, str | None]:
     three are ``None`` when no shape stands out from the background."""
     image = np.asarray(image, dtype=np.float32)
     size = image.shape[0]
-    inner, outer = BORDER_BAND
-    band = np.zeros((size, size), dtype=bool)
-    band[inner:size - inner, inner:size - inner] = True
-    band[outer:size - outer, outer:size - outer] = False
-    background_value = np.median(image[band], axis=0)
+    background_value = np.median(image[_border_band(size)], axis=0)
     found: dict[str, str | None] = {a: None for a in ATTRIBUTES}
     found["background"] = _nearest(background_value, _BACKGROUND_NAMES, _BACKGROUND_TABLE)
 
