@@ -133,7 +133,14 @@ def unique_bytes(model) -> int:
     return sum(seen.values())
 
 
-def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats: int, sampling: bool) -> None:
+# Rows one prompt gives the edited layers on the T5 families (their whole padded sequences: SD3 reads CLIP-L,
+# CLIP-G and T5 rows, 77 each; Flux pads T5 to 256, Wan's text_len is 512): the concept contribution takes all
+# of them (T5 is bidirectional, so every row changes); the paper's rows are the concept's tokens and the end token.
+T5_ROWS_PER_PROMPT = {"sd3": 231, "flux": 256, "wan14b": 512}
+
+
+def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats: int, sampling: bool,
+                 selection: str) -> None:
     erase_cure = pack_module("nodes.erase_cure")
     encoding = pack_module("nodes.encoding")
     patching = pack_module("nodes.patching")
@@ -145,12 +152,11 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
     model = build_model(family, device, dtype, full=False)
     encode_for_real = device.type == "cuda" or family not in T5_FAMILIES
     clip = build_clip(family, device, dtype) if encode_for_real else None
-    print(f"\n== {family.upper()} on {device} ({dtype}), built in {time.perf_counter() - started:.1f} s")
+    print(f"\n== {family.upper()} on {device} ({dtype}), built in {time.perf_counter() - started:.1f} s; rows: {selection}")
 
     templates = concepts.TEMPLATES["style"]
     forget_prompts = concepts.expand(concepts.parse_concepts(FORGET), templates)
     retain_prompts = concepts.expand(concepts.parse_concepts(RETAIN), templates)
-    selection = concepts.TOKEN_SELECTIONS[0]
     family_spec = erase_cure.detect_family(model)
     keys = family_spec.text_layer_keys(model.model.state_dict().keys())
     weights = {key: patching.effective_weight(model, key) for key in keys}
@@ -167,7 +173,8 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
         t_encode, spread_encode, (forget_rows, retain_rows) = timed(encode, device, repeats)
     else:   # as many rows as the real encoders give these prompts (SD3: CLIP + T5 rows), random values
         generator = torch.Generator().manual_seed(0)
-        n_rows = {"sd3": 64, "flux": 36, "wan14b": 44}[family]
+        n_rows = (len(forget_prompts) * T5_ROWS_PER_PROMPT[family] if selection == concepts.CONTRIBUTION
+                  else {"sd3": 64, "flux": 36, "wan14b": 44}[family])
         width = weights[keys[0]].shape[1]
         forget_rows, retain_rows = (torch.randn(n_rows, width, generator=generator) for _ in range(2))
     forget_rows, retain_rows = forget_rows.to(device), retain_rows.to(device)
@@ -273,6 +280,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--families", default="sd15,sdxl,sd3,flux,wan14b")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--token-selection", default=None,
+                        help="the rows the eraser is built from (default: the node's default, the concept contribution)")
     parser.add_argument("--sampling", action="store_true",
                         help="also time SD1.5/SDXL denoiser steps (builds the full UNets)")
     args = parser.parse_args()
@@ -281,8 +290,9 @@ def main() -> None:
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {name}")
+    selection = args.token_selection or pack_module("cure_core.concepts").TOKEN_SELECTIONS[0]
     for family in args.families.split(","):
-        bench_family(family.strip(), device, dtype, args.repeats, args.sampling)
+        bench_family(family.strip(), device, dtype, args.repeats, args.sampling, selection)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:      # appended: ComfyUI's own top-level `nodes` must win over the pack's folder
     sys.path.append(_REPO)
 from scripts.comfy_env import load_pack, pack_module  # noqa: E402
+from cure_core.concepts import CONCEPT_AND_END, TOKEN_SELECTIONS  # noqa: E402
 from cure_core.miniworld.detector import detect_batch, shows  # noqa: E402
 from cure_core.miniworld.scenes import (ATTRIBUTES, BACKGROUNDS, COLOURS, DARK, NEIGHBOURS, TEMPLATES,  # noqa: E402
                                         VOCABULARY, chance_level, concept_attribute, prompt_for)
@@ -145,7 +146,7 @@ def palette_error(images: np.ndarray) -> float:
 
 # ---- methods -------------------------------------------------------------------------------------
 
-def _cure(alpha: float, token_selection: str = "concept + end token"):
+def _cure(alpha: float, token_selection: str = TOKEN_SELECTIONS[0]):
     def run(model, clip, forget, retain):
         erase = pack_module("nodes.erase_cure").erase_concepts
         return erase(model, clip, "\n".join(forget), "\n".join(retain), "object", ERASE_TEMPLATES, alpha, alpha,
@@ -168,11 +169,14 @@ def _refusal(model, clip, forget, retain):
 METHODS = {
     "original": lambda model, clip, forget, retain: (model, ""),
     "negative prompt": lambda model, clip, forget, retain: (model, ", ".join(forget)),
-    "CURE (default alpha)": _cure(0.0),
+    # The node's defaults: α 2 (objects) on the concept's contribution to every row the model reads.
+    "CURE (defaults)": _cure(0.0),
     "CURE alpha 1": _cure(1.0),
     "CURE alpha 5": _cure(5.0),
-    # Far past the paper's α, on every prompt token: a component with 1 % of the forget energy
-    # gets gain 0.5 (0.02 at α 2).
+    # The rows of the prompts themselves, as the paper stacks them: the concept's tokens and the end token
+    # (at α 2), and every prompt token far past the paper's α (a component with 1 % of the forget energy
+    # gets gain 0.5 at α 100, 0.02 at α 2).
+    "CURE, concept + end token rows": _cure(0.0, CONCEPT_AND_END),
     "CURE alpha 100, all tokens": _cure(100.0, "all prompt tokens"),
     "refusal vector": _refusal,
     "UCE": _uce,
@@ -346,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for results.json (the rows), results.md, results.png and run.json (settings)")
     parser.add_argument("--quick", action="store_true",
-                        help="the reduced run CI makes: erase red; original, CURE (default alpha), refusal vector")
+                        help="the reduced run CI makes: erase red; original, CURE (defaults), refusal vector")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--model", type=Path, default=None, help="a miniature model file (default: the pack's)")
     parser.add_argument("--quality-only", action="store_true",
@@ -378,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def quick_config() -> Config:
     return Config(seeds=6, prompts_per_concept=3, preserved_prompts=8, attack_concepts=0, tasks=["erase 1"],
-                  methods=["original", "CURE (default alpha)", "refusal vector"], single_concepts=1)
+                  methods=["original", "CURE (defaults)", "refusal vector"], single_concepts=1)
 
 
 if __name__ == "__main__":

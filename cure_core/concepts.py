@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 # Default templates per kind of concept (the kind also picks the paper's default α).
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "style": ("{}", "a painting in the style of {}", "an artwork by {}", "a picture in the style of {}"),
@@ -21,8 +23,12 @@ CONCEPT_KINDS = tuple(TEMPLATES)
 # CURE's reported α: 2 for styles, objects and identities, 5 for explicit content.
 DEFAULT_ALPHA = {"style": 2.0, "object": 2.0, "identity": 2.0, "explicit content": 5.0, "raw text": 2.0}
 
-# Which token rows of each encoded prompt stand for the concept.
-TOKEN_SELECTIONS = ("concept + end token", "concept tokens", "all prompt tokens")
+# Which token rows of each encoded prompt stand for the concept. "concept contribution" (the default) takes
+# every row the layers read (start, text, end and padding tokens) minus the same row of the template without
+# the concept (paired by :func:`pair_rows`): what the concept adds to each row, without what every prompt of
+# the template shares. The other three are rows of the prompt itself, as CURE's paper stacks them.
+CONTRIBUTION, CONCEPT_AND_END = "concept contribution", "concept + end token"
+TOKEN_SELECTIONS = (CONTRIBUTION, CONCEPT_AND_END, "concept tokens", "all prompt tokens")
 
 
 def parse_concepts(text: str) -> list[str]:
@@ -58,6 +64,11 @@ def expand(concepts: list[str], templates: tuple[str, ...]) -> list[tuple[str, s
     return prompts
 
 
+def without_concept(prefix: str, suffix: str) -> str:
+    """The template's prompt with the concept left out (``"a painting by {}"`` -> ``"a painting by"``)."""
+    return " ".join(f"{prefix} {suffix}".split())
+
+
 @dataclass(frozen=True)
 class PromptTokens:
     """Token positions of one encoded prompt (indices into its rows of the encoder output)."""
@@ -68,8 +79,39 @@ class PromptTokens:
     def select(self, mode: str) -> list[int]:
         if mode == "concept tokens":
             return list(self.concept)
-        if mode == "concept + end token":
+        if mode == CONCEPT_AND_END:
             return list(self.concept) + ([self.end] if self.end is not None else [])
         if mode == "all prompt tokens":
             return list(self.content) + ([self.end] if self.end is not None else [])
         raise ValueError(f"Unknown token selection {mode!r}; choose one of {', '.join(TOKEN_SELECTIONS)}.")
+
+
+def pair_rows(with_ids: list, with_rows: torch.Tensor, without_ids: list, without_rows: torch.Tensor,
+              added_span: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of two prompts that differ only by the concept, paired up.
+
+    Tokens the prompts share at the start and at the end (the end token included) pair one to
+    one; the differing middle spans pair as their means when both prompts have one. With
+    ``added_span``, a span only the first prompt has (a concept at the very end of a prompt that
+    an encoder with no end token and no padding encodes) pairs its mean with a zero row: the
+    layer reads nothing there without the concept. Pairs whose rows are identical (a causal
+    encoder's tokens before the concept) carry no difference and are dropped.
+    """
+    n_w, n_o = len(with_ids), len(without_ids)
+    prefix = 0
+    while prefix < min(n_w, n_o) and with_ids[prefix] == without_ids[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < min(n_w, n_o) - prefix and with_ids[n_w - 1 - suffix] == without_ids[n_o - 1 - suffix]:
+        suffix += 1
+    w = [with_rows[:prefix], with_rows[n_w - suffix:]]
+    o = [without_rows[:prefix], without_rows[n_o - suffix:]]
+    if prefix < n_w - suffix and prefix < n_o - suffix:
+        w.append(with_rows[prefix:n_w - suffix].mean(0, keepdim=True))
+        o.append(without_rows[prefix:n_o - suffix].mean(0, keepdim=True))
+    elif added_span and prefix < n_w - suffix:
+        w.append(with_rows[prefix:n_w - suffix].mean(0, keepdim=True))
+        o.append(torch.zeros_like(w[-1]))
+    w, o = torch.cat(w), torch.cat(o)
+    differs = (w - o).norm(dim=1) > 1e-6 * w.norm(dim=1).clamp_min(1e-30)
+    return w[differs], o[differs]

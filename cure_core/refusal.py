@@ -126,29 +126,3 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
     if not pairs:
         raise ValueError("No prompt pairs: give about five lines of 'prompt with the concept | the same prompt without it'.")
     return pairs
-
-
-def pair_rows(unsafe_ids: list, unsafe_rows: torch.Tensor, safe_ids: list,
-              safe_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of two prompts that differ only by the concept, paired up.
-
-    Tokens the prompts share at the start and at the end (the end token included) pair one to
-    one; the differing middle spans pair as their means when both prompts have one. Pairs whose
-    rows are identical (a causal encoder's tokens before the concept) carry no difference and
-    are dropped.
-    """
-    n_u, n_s = len(unsafe_ids), len(safe_ids)
-    prefix = 0
-    while prefix < min(n_u, n_s) and unsafe_ids[prefix] == safe_ids[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < min(n_u, n_s) - prefix and unsafe_ids[n_u - 1 - suffix] == safe_ids[n_s - 1 - suffix]:
-        suffix += 1
-    u = [unsafe_rows[:prefix], unsafe_rows[n_u - suffix:]]
-    s = [safe_rows[:prefix], safe_rows[n_s - suffix:]]
-    if prefix < n_u - suffix and prefix < n_s - suffix:
-        u.append(unsafe_rows[prefix:n_u - suffix].mean(0, keepdim=True))
-        s.append(safe_rows[prefix:n_s - suffix].mean(0, keepdim=True))
-    u, s = torch.cat(u), torch.cat(s)
-    differs = (u - s).norm(dim=1) > 1e-6 * u.norm(dim=1).clamp_min(1e-30)
-    return u[differs], s[differs]

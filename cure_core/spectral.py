@@ -18,6 +18,11 @@ import torch
 # Components whose energy share is below this are numerically zero: they come from
 # duplicate or linearly dependent embeddings and would only add noise directions.
 RELATIVE_ENERGY_CUTOFF = 1e-10
+# Components whose expanded share (their gain in the projector) is below this are left out of it: scaling a
+# direction by 1 − 0.001 changes a weight by less than half precision resolves (fp16 keeps about three
+# significant digits), and leaving them out keeps the edit's rank at the concept's strong directions instead
+# of one per row (a concept contribution over 77 padded rows has dozens of directions with a tiny share).
+MIN_GAIN = 1e-3
 
 
 def expansion(energy: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -78,10 +83,18 @@ def spectral_basis(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return basis[:, order], energy[order]
 
 
+def expanded_basis(embeddings: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(U, r, f(r; α))`` of :func:`spectral_basis`, without the components whose gain is below ``MIN_GAIN``."""
+    basis, energy = spectral_basis(embeddings)
+    gains = expansion(energy, alpha)
+    keep = gains >= min(MIN_GAIN, float(gains.max()))          # the strongest component always stays
+    return basis[:, keep], energy[keep], gains[keep]
+
+
 def energy_projector(embeddings: torch.Tensor, alpha: float) -> torch.Tensor:
     """``P = U diag(f(r; α)) Uᵀ`` for one set of embeddings, as a dense ``d × d`` float64 matrix."""
-    basis, energy = spectral_basis(embeddings)
-    return (basis * expansion(energy, alpha)) @ basis.T
+    basis, _, gains = expanded_basis(embeddings, alpha)
+    return (basis * gains) @ basis.T
 
 
 @dataclass(frozen=True)
@@ -135,16 +148,14 @@ def low_rank_eraser(forget: torch.Tensor, retain: torch.Tensor | None = None,
     """Factorised discriminative projector for the forget and (optional) retain embeddings."""
     check_alpha(alpha_forget, "alpha_forget")
     check_alpha(alpha_retain, "alpha_retain")
-    basis_f, energy_f = spectral_basis(forget)
-    gains = expansion(energy_f, alpha_forget)
+    basis_f, energy_f, gains = expanded_basis(forget, alpha_forget)
     right = basis_f.T.clone()
     energy_r = gains_r = None
     if retain is not None:
         if retain.shape[-1] != forget.shape[-1]:
             raise ValueError(f"forget embeddings are {forget.shape[-1]}-wide but retain embeddings are "
                              f"{retain.shape[-1]}-wide: encode both with the same text encoder.")
-        basis_r, energy_r = spectral_basis(retain)
-        gains_r = expansion(energy_r, alpha_retain)
+        basis_r, energy_r, gains_r = expanded_basis(retain, alpha_retain)
         # U_fᵀ (I − P_r) = U_fᵀ − (U_fᵀ U_r) diag(f(r_r)) U_rᵀ, without forming any d × d matrix.
         right = right - ((basis_f.T @ basis_r) * gains_r) @ basis_r.T
     left = basis_f * gains

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cure_core.concepts import PromptTokens
+from ..cure_core.concepts import CONTRIBUTION, PromptTokens, pair_rows, without_concept
 from ..cure_core.families import TextSegment
 
 
@@ -213,7 +213,11 @@ def encode_concept_groups(clip, prompt_sets: list[list[tuple[str, str, str]]], s
         if not any(p.concept for p in prompt.positions.values()):
             raise ValueError(f"The concept {prompt.concept!r} tokenizes to nothing with this text encoder: "
                              "use words the tokenizer knows.")
-    encoded = encode_token_rows(clip, [p.tokens for p in flat], active)
+    token_dicts = [p.tokens for p in flat]
+    if selection == CONTRIBUTION:           # each prompt's template without the concept, encoded in the same passes
+        token_dicts += [clip.tokenize(without_concept(prefix, suffix), return_word_ids=True)
+                        for prompts in prompt_sets for _, prefix, suffix in prompts]
+    encoded = encode_token_rows(clip, token_dicts, active)
     pooled = [None] * len(located)
     if with_pooled:         # ComfyUI returns the pooled vector of the first section only: one pass per prompt
         pooled = [torch.cat([clip.encode_from_tokens(p.tokens, return_pooled=True)[1].float().reshape(1, -1)
@@ -232,15 +236,38 @@ def encode_concept_groups(clip, prompt_sets: list[list[tuple[str, str, str]]], s
                 continue
             rows, counts = [], {}
             for prompt in prompts:
-                per_segment = encoded[index]
+                per_segment, base = encoded[index], len(flat) + index        # base: the prompt without the concept
                 index += 1
                 for s in segments:
-                    picked = prompt.positions[s.tokens].select(selection)
-                    rows.append(per_segment[s][picked])
+                    if selection == CONTRIBUTION:
+                        picked = _contribution(prompt.tokens, per_segment[s], token_dicts[base], encoded[base][s], s)
+                    else:
+                        picked = per_segment[s][prompt.positions[s.tokens].select(selection)]
+                    rows.append(picked)
                     counts[prompt.concept] = counts.get(prompt.concept, 0) + len(picked)
             per_set.append(EncodedConcepts(torch.cat(rows), counts, tuple(s.label for s in segments), set_pooled))
         results.append(per_set)
     return results
+
+
+def _window_rows(tokens: dict, rows: torch.Tensor, segment: TextSegment) -> tuple[list[int], torch.Tensor]:
+    """Token ids and rows of everything a layer reads of one segment: start, text, end and padding tokens."""
+    flat = _flatten(tokens, segment.tokens)
+    start, stop, _ = row_window(segment, flat)
+    return [t[0] for t in flat[start:stop]], rows
+
+
+def _contribution(tokens: dict, rows: torch.Tensor, base_tokens: dict, base_rows: torch.Tensor,
+                  segment: TextSegment) -> torch.Tensor:
+    """What the concept adds to every row the layer reads: the prompt's rows minus the rows of the template
+    without the concept, paired by :func:`pair_rows` (rows the concept does not change are dropped). Padding
+    rows count: a causal encoder writes the whole prompt into them, and the layers read them."""
+    if not (torch.isfinite(rows).all() and torch.isfinite(base_rows).all()):
+        raise ValueError("The text encoder's output contains NaN or inf: the text encoder output is broken (check the "
+                         "CLIP model and its dtype).")
+    with_concept, without = pair_rows(*_window_rows(tokens, rows, segment),
+                                      *_window_rows(base_tokens, base_rows, segment), added_span=True)
+    return with_concept - without
 
 
 def encode_concept_sets(clip, prompt_sets: list[list[tuple[str, str, str]]], selection: str,

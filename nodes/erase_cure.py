@@ -300,9 +300,11 @@ class EraseConceptsCURE(io.ComfyNode):
                                        "SD2.x/SDXL: cross-attention keys and values, as in CURE; the transformers: "
                                        "the first projection of the text tokens), or on the UNets the keys or values only."),
                 io.Combo.Input("token_selection", options=TOKEN_SELECTIONS, default=TOKEN_SELECTIONS[0],
-                               tooltip="Which token embeddings of each prompt span the concept: its own tokens "
-                                       "plus the end token (which summarises the prompt), its own tokens only, "
-                                       "or every token of the prompt."),
+                               tooltip="Which embeddings span the concept. 'concept contribution' (default): "
+                                       "every row the model reads of each prompt minus the same row of the "
+                                       "template without the concept, so what all prompts share is not erased. "
+                                       "The paper's choices, rows of the prompt itself: the concept's tokens plus "
+                                       "the end token, its tokens only, or every token of the prompt."),
                 io.Boolean.Input("erase_pooled", default=False,
                                  tooltip="SDXL, SD3, Flux, HunyuanVideo, Stable Cascade, HiDream: also erase the "
                                          "concept from the pooled text vector (SDXL: CLIP-G into label_emb; SD3: "

@@ -7,8 +7,8 @@ from comfy_api.latest import io, ui
 
 from ..cure_core.edit import edit_layer, format_layer_table
 from ..cure_core.families import LAYER_CHOICES
-from ..cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, MODES, pair_rows, parse_pairs, refusal_eraser
-from ..cure_core.concepts import parse_concepts
+from ..cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pairs, refusal_eraser
+from ..cure_core.concepts import pair_rows, parse_concepts
 from .denoiser_activations import capture_layer_inputs
 from .encoding import encode_prompts
 from .erase_cure import CATEGORY, check_strength, detect_family

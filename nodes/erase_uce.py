@@ -6,7 +6,7 @@ import torch
 import comfy.utils
 from comfy_api.latest import io, ui
 
-from ..cure_core.concepts import CONCEPT_KINDS, TOKEN_SELECTIONS, expand, parse_concepts, parse_templates
+from ..cure_core.concepts import CONCEPT_AND_END, CONCEPT_KINDS, expand, parse_concepts, parse_templates
 from ..cure_core.edit import edit_layer, format_layer_table
 from ..cure_core.families import LAYER_CHOICES
 from ..cure_core.uce import uce_eraser
@@ -52,7 +52,7 @@ def erase_concepts_uce(model, clip, forget_text: str, preserve_text: str = "", g
 
     forget_prompts = expand(forget, templates)
     per_prompt = encode_concept_sets(clip, [[p] for p in forget_prompts] + [expand(preserve, templates)],
-                                     TOKEN_SELECTIONS[0], family.segments)
+                                     CONCEPT_AND_END, family.segments)
     *forget_sets, preserve_set = per_prompt
     guides = encode_prompts(clip, [" ".join(f"{prefix}{guide}{suffix}".split()) for _, prefix, suffix in forget_prompts],
                             family.segments)

@@ -91,9 +91,10 @@ def sample(comfy, model, clip, prompt="a painting by Van Gogh", seed=7):
     return comfy.nodes.KSampler().sample(model, seed, 2, 5.0, "euler", "normal", positive, negative, latent)[0]["samples"]
 
 
-def rows(encoding, model, clip, concepts, kind_templates=("{}", "a painting by {}"), key=None):
-    """The concept rows the layer ``key`` reads (any edited layer where they all read the same)."""
-    from cure_core.concepts import expand, parse_concepts
+def rows(encoding, model, clip, concepts, kind_templates=("{}", "a painting by {}"), key=None, selection=None):
+    """The concept rows the layer ``key`` reads (any edited layer where they all read the same), as the node
+    selects them by default (or with ``selection``)."""
+    from cure_core.concepts import TOKEN_SELECTIONS, expand, parse_concepts
     from cure_core.families import TextSegment, family_for_config
     config_name = type(model.model.model_config).__name__
     segments = family_for_config(config_name).segments
@@ -101,7 +102,7 @@ def rows(encoding, model, clip, concepts, kind_templates=("{}", "a painting by {
     if read is not None:
         segments = (TextSegment(read[0], output=read[1], hidden_layer=read[2]),)
     out = encoding.encode_concept_sets(clip, [expand(parse_concepts(concepts), kind_templates)],
-                                       "concept + end token", segments)[0].rows
+                                       selection or TOKEN_SELECTIONS[0], segments)[0].rows
     if config_name in RMS_NORM_BEFORE:
         key, eps = RMS_NORM_BEFORE[config_name]
         weight = model.model.state_dict()[key].float()
@@ -126,7 +127,7 @@ def test_only_the_text_reading_layers_are_patched(family, built, erase):
         from comfy.weight_adapter import LoRAAdapter
         assert len(patch_list) == 1 and isinstance(patch_list[0][1], LoRAAdapter)    # ComfyUI's own LoRA patch
         up, down = patch_list[0][1].weights[:2]
-        assert up.shape[1] == down.shape[0] < down.shape[1]   # low rank, not a dense diff
+        assert up.shape[1] == down.shape[0] <= down.shape[1]  # a LoRA pair: (out, k) @ (k, in), not a dense diff
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -152,12 +153,16 @@ def test_forget_key_value_outputs_fall_towards_zero(family, built, erase, comfy,
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_retained_outputs_stay_put(family, built, erase, comfy, encoding):
+    """On the prompts' own rows: in these 64-wide random encoders the contributions of two retained concepts
+    over every padded row span nearly the whole space, and a hard retain set would leave nothing to erase."""
     model, clip = built(family)
     keys = text_layer_keys(model, family)
-    forget, retain = layer_rows(encoding, model, clip, FORGET, keys), layer_rows(encoding, model, clip, RETAIN, keys)
+    selection = "concept + end token"
+    forget = layer_rows(encoding, model, clip, FORGET, keys, selection=selection)
+    retain = layer_rows(encoding, model, clip, RETAIN, keys, selection=selection)
     original = loaded_weights(comfy, model, keys)
     patched, _ = erase(model, clip, FORGET, RETAIN, alpha_forget=50.0, alpha_retain=1e8,
-                       templates_text="{}\na painting by {}")
+                       templates_text="{}\na painting by {}", token_selection=selection)
     edited = loaded_weights(comfy, patched, keys)
     for k in keys:
         retain_moved = float((retain[k] @ (edited[k] - original[k]).T).norm() / (retain[k] @ original[k].T).norm())
@@ -336,6 +341,24 @@ def test_concept_tokens_are_located_exactly(family, concept, built, encoding):
         assert [ids[i] for i in positions[key].concept] == expected, key
         assert ids[positions[key].end] == sub.end_token, key         # the end token right after the prompt
         assert ids[0] != sub.start_token or 0 not in positions[key].content   # never the start token
+
+
+def test_concept_contribution_is_the_prompt_minus_the_template_row_by_row(built, encoding):
+    """SD1.x pads with its end token, so "a painting by Van Gogh" and "a painting by" both give 77 rows and the
+    concept's two tokens stand where the shorter prompt has its first two end tokens: the contribution is the
+    rows after the concept, position by position, and the concept's tokens against those two end tokens (as
+    means). The rows before the concept are equal (a causal encoder) and carry nothing."""
+    from cure_core.concepts import CONTRIBUTION, expand
+    from cure_core.families import family_for_config
+    model, clip = built("SD1.x")
+    with_concept = clip.encode_from_tokens(clip.tokenize("a painting by Van Gogh"))[0].float()
+    without = clip.encode_from_tokens(clip.tokenize("a painting by"))[0].float()
+    assert torch.equal(with_concept[:4], without[:4])            # start token, "a", "painting", "by"
+    expected = torch.cat([with_concept[6:] - without[6:], (with_concept[4:6] - without[4:6]).mean(0, keepdim=True)])
+    got = encoding.encode_concept_sets(clip, [expand(["Van Gogh"], ("a painting by {}",))], CONTRIBUTION,
+                                       family_for_config("SD15").segments)[0]
+    assert got.tokens_per_concept == {"Van Gogh": 72}
+    assert torch.allclose(got.rows.T @ got.rows, expected.T @ expected, rtol=1e-4, atol=1e-4)   # the same rows
 
 
 def _random_patcher(tiny, config):

@@ -28,7 +28,8 @@ def refusal_direction(model, clip, key):
     """The refusal direction of the rows layer ``key`` reads, recomputed from the library, independently of the
     node's patching."""
     from cure_core.families import TextSegment, family_for_config
-    from cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, pair_rows, parse_pairs, refusal_eraser
+    from cure_core.concepts import pair_rows
+    from cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, parse_pairs, refusal_eraser
     encoding = pack_module("nodes.encoding")
     segments = family_for_config(type(model.model.model_config).__name__).segments
     read = layer_reads(model, key)

@@ -1,8 +1,9 @@
 """Concept lists, templates, token selection and model families (pure Python, no ComfyUI)."""
 import pytest
+import torch
 
-from cure_core.concepts import (DEFAULT_ALPHA, TEMPLATES, PromptTokens, expand, parse_concepts,
-                                parse_templates)
+from cure_core.concepts import (DEFAULT_ALPHA, TEMPLATES, PromptTokens, expand, pair_rows, parse_concepts,
+                                parse_templates, without_concept)
 from cure_core.families import FAMILIES, family_for_config
 
 
@@ -33,6 +34,34 @@ def test_token_selection_modes():
     assert tokens.select("all prompt tokens") == [1, 2, 3, 4, 5, 6, 7]
     with pytest.raises(ValueError, match="Unknown token selection"):
         tokens.select("middle")
+
+
+def test_pair_rows_aligns_shared_tokens_and_the_differing_span():
+    g = torch.Generator().manual_seed(0)
+    safe = torch.randn(5, 4, generator=g)                    # ids: a woman on beach <end>
+    inserted = torch.randn(1, 4, generator=g)                 # "nude"
+    unsafe = torch.cat([safe[:1], inserted, safe[1:]])        # a nude woman on beach <end>
+    unsafe[2:] += 1.0                                         # later tokens see the concept (causal encoder)
+    u, s = pair_rows([1, 9, 2, 3, 4, 0], unsafe, [1, 2, 3, 4, 0], safe)
+    assert u.shape == s.shape == (4, 4)                       # identical first token dropped; 4 shifted rows pair up
+    assert torch.allclose(u - s, torch.ones(4, 4))
+    u, s = pair_rows([1, 7, 0], torch.stack([safe[0], inserted[0], safe[4] + 1]), [1, 8, 0],
+                     torch.stack([safe[0], safe[1], safe[4]]))  # a replaced word: span means pair up
+    assert u.shape == (2, 4)
+
+
+def test_a_span_only_the_prompt_with_the_concept_has_can_count_against_nothing():
+    rows = torch.arange(12.0).reshape(4, 3)                 # <start> a painting <concept>, no end token
+    u, s = pair_rows([1, 2, 3, 9], rows, [1, 2, 3], rows[:3])
+    assert u.shape == (0, 3)                                  # the refusal's pairs: nothing to pair it with
+    u, s = pair_rows([1, 2, 3, 9], rows, [1, 2, 3], rows[:3], added_span=True)
+    assert torch.equal(u, rows[3:]) and torch.equal(s, torch.zeros(1, 3))
+
+
+def test_the_template_without_the_concept():
+    assert without_concept("a painting by ", "") == "a painting by"
+    assert without_concept("a ", " shape") == "a shape"
+    assert without_concept("", "") == ""
 
 
 def test_family_lookup_names_the_supported_families():

@@ -49,13 +49,14 @@ def test_the_original_model_draws_the_prompted_concepts(benchmark):
 def test_the_reduced_benchmark_halves_the_erased_concept_and_keeps_the_rest(tmp_path):
     """The README's ``--quick`` command: erase "red" through ComfyUI's sampler, read by the detector.
     The gate (the issue's): the erased concept's detection rate at least halves and preserved-concept
-    accuracy drops by at most 5 points. The refusal-vector eraser meets it on this model and is gated;
-    CURE's defaults do not erase red here (README, benchmark table), so its row is reported, not gated."""
+    accuracy drops by at most 5 points. The refusal-vector eraser meets both and is gated on both. CURE at its
+    defaults is gated on the erasure; its preserved accuracy in this reduced run (two of its eight preserved
+    prompts ask for orange, red's neighbour, which loses red's direction too: README) is reported."""
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "miniworld.py"), "--quick", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {r["method"]: r for r in json.loads((tmp_path / "results.json").read_text())}
-    assert list(rows) == ["original", "CURE (default alpha)", "refusal vector"]
+    assert list(rows) == ["original", "CURE (defaults)", "refusal vector"]
     for row in rows.values():
         assert {"method", "task", "erased_rate", "chance", "preserved_acc", "neighbour_acc", "synonym_leak",
                 "attack_leak", "seconds"} <= set(row)
@@ -65,6 +66,7 @@ def test_the_reduced_benchmark_halves_the_erased_concept_and_keeps_the_rest(tmp_
     assert original["erased_rate"] >= 0.9 and original["preserved_acc"] >= 0.9     # the model draws what it is asked
     assert 0 < original["seconds"] < min(cure["seconds"], refusal["seconds"])      # the original is no edit
     assert refusal["erased_rate"] <= original["erased_rate"] / 2, (original, refusal)
+    assert cure["erased_rate"] <= original["erased_rate"] / 2, (original, cure)
     assert refusal["preserved_acc"] >= original["preserved_acc"] - 0.05, (original, refusal)
     assert (tmp_path / "results.md").read_text().count("\n") == len(rows) + 2
     assert (tmp_path / "results.png").stat().st_size > 0

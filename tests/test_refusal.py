@@ -107,18 +107,3 @@ def test_parse_pairs():
                          ("a | b | c", "must be")]:
         with pytest.raises(ValueError, match=message):
             parse_pairs(bad)
-
-
-def test_pair_rows_aligns_shared_tokens_and_the_differing_span():
-    from cure_core.refusal import pair_rows
-    g = torch.Generator().manual_seed(0)
-    safe = torch.randn(5, 4, generator=g)                    # ids: a woman on beach <end>
-    inserted = torch.randn(1, 4, generator=g)                 # "nude"
-    unsafe = torch.cat([safe[:1], inserted, safe[1:]])        # a nude woman on beach <end>
-    unsafe[2:] += 1.0                                         # later tokens see the concept (causal encoder)
-    u, s = pair_rows([1, 9, 2, 3, 4, 0], unsafe, [1, 2, 3, 4, 0], safe)
-    assert u.shape == s.shape == (4, 4)                       # identical first token dropped; 4 shifted rows pair up
-    assert torch.allclose(u - s, torch.ones(4, 4))
-    u, s = pair_rows([1, 7, 0], torch.stack([safe[0], inserted[0], safe[4] + 1]), [1, 8, 0],
-                     torch.stack([safe[0], safe[1], safe[4]]))  # a replaced word: span means pair up
-    assert u.shape == (2, 4)

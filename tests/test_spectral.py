@@ -198,3 +198,16 @@ def test_edit_layers_shares_the_down_factor_across_layers():
     for e in edits:
         assert torch.allclose(weights[e.key] + e.up @ e.down, weights[e.key] @ (torch.eye(D) - eraser.dense()),
                               atol=1e-5)
+
+
+def test_components_too_weak_to_change_a_half_precision_weight_are_left_out():
+    from cure_core.spectral import MIN_GAIN
+    forget = rows(e(0), e(1), e(2), scales=[1.0, 0.1, 0.001])     # shares of about 0.99, 0.01 and 1e-6
+    basis, energy = spectral_basis(forget)
+    assert basis.shape[1] == 3 and expansion(energy, 2.0)[2] < MIN_GAIN
+    eraser = low_rank_eraser(forget, alpha_forget=2.0, dtype=torch.float64)
+    assert eraser.rank == 2 and torch.all(eraser.gains >= MIN_GAIN)
+    assert torch.allclose(eraser.dense(), energy_projector(forget, 2.0), atol=1e-12)     # one operator, both forms
+    full = (basis * expansion(energy, 2.0)) @ basis.T
+    assert float(torch.linalg.matrix_norm(eraser.dense() - full, ord=2)) < MIN_GAIN      # what is left out is tiny
+    assert low_rank_eraser(forget, alpha_forget=1e6, dtype=torch.float64).rank == 3      # ... until α makes it strong
