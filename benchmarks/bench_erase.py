@@ -133,12 +133,6 @@ def unique_bytes(model) -> int:
     return sum(seen.values())
 
 
-# Rows one prompt gives the edited layers on the T5 families (their whole padded sequences: SD3 reads CLIP-L,
-# CLIP-G and T5 rows, 77 each; Flux pads T5 to 256, Wan's text_len is 512): the concept contribution takes all
-# of them (T5 is bidirectional, so every row changes); the paper's rows are the concept's tokens and the end token.
-T5_ROWS_PER_PROMPT = {"sd3": 231, "flux": 256, "wan14b": 512}
-
-
 def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats: int, sampling: bool,
                  selection: str) -> None:
     erase_cure = pack_module("nodes.erase_cure")
@@ -173,8 +167,11 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
         t_encode, spread_encode, (forget_rows, retain_rows) = timed(encode, device, repeats)
     else:   # as many rows as the real encoders give these prompts (SD3: CLIP + T5 rows), random values
         generator = torch.Generator().manual_seed(0)
-        n_rows = (len(forget_prompts) * T5_ROWS_PER_PROMPT[family] if selection == concepts.CONTRIBUTION
-                  else {"sd3": 64, "flux": 36, "wan14b": 44}[family])
+        # as many as the same tokenizers give with the family's tiny encoders (which rows a selection keeps
+        # depends on the tokens and on the encoder being causal or not, not on its width)
+        tiny = pack_module("nodes.tiny_models")
+        small_clip = tiny.tiny_clip({"sd3": "SD3", "flux": "Flux", "wan14b": "Wan 2.1"}[family])
+        n_rows = encoding.encode_concept_sets(small_clip, [forget_prompts], selection, family_spec.segments)[0].rows.shape[0]
         width = weights[keys[0]].shape[1]
         forget_rows, retain_rows = (torch.randn(n_rows, width, generator=generator) for _ in range(2))
     forget_rows, retain_rows = forget_rows.to(device), retain_rows.to(device)

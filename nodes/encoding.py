@@ -3,7 +3,8 @@
 The concept inside each prompt is found by tokenizing the prompt twice, with the concept
 wrapped in ComfyUI's weight syntax at weight 1.0 and at 1.1: the tokens whose weight differs
 are the concept's, whatever the template or tokenizer. The prompt is encoded at weight 1.0,
-which ComfyUI treats exactly like unweighted text.
+which ComfyUI treats exactly like unweighted text. For the concept contribution (the default rows) the
+template without the concept is encoded in the same passes and subtracted row by row.
 
 An encoder output can be several runs of rows (SD3: the CLIP rows, then the T5 rows); the
 family's ``segments`` say which tokenizer output each run comes from. The CLIP can also hand the
