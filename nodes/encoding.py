@@ -261,11 +261,12 @@ def _window_rows(tokens: dict, rows: torch.Tensor, segment: TextSegment) -> tupl
 def _contribution(tokens: dict, rows: torch.Tensor, base_tokens: dict, base_rows: torch.Tensor,
                   segment: TextSegment) -> torch.Tensor:
     """What the concept adds to every row the layer reads: the prompt's rows minus the rows of the template
-    without the concept, paired by :func:`pair_rows` (rows the concept does not change are dropped). Padding
+    without the concept, paired by :func:`pair_rows` (rows the concept does not change are dropped; a concept
+    the template ends with, on an encoder with no end token and no padding, counts against nothing). Padding
     rows count: a causal encoder writes the whole prompt into them, and the layers read them."""
     if not (torch.isfinite(rows).all() and torch.isfinite(base_rows).all()):
-        raise ValueError("The text encoder's output contains NaN or inf: the text encoder output is broken (check the "
-                         "CLIP model and its dtype).")
+        raise ValueError("The text encoder's output contains NaN or inf: it is broken (check the CLIP model and "
+                         "its dtype).")
     with_concept, without = pair_rows(*_window_rows(tokens, rows, segment),
                                       *_window_rows(base_tokens, base_rows, segment), added_span=True)
     return with_concept - without
