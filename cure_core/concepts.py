@@ -95,7 +95,8 @@ def pair_rows(with_ids: list, with_rows: torch.Tensor, without_ids: list, withou
     ``added_span``, a span only the first prompt has (a concept at the very end of a prompt that
     an encoder with no end token and no padding encodes) pairs its mean with a zero row: the
     layer reads nothing there without the concept. Pairs whose rows are identical (a causal
-    encoder's tokens before the concept) carry no difference and are dropped.
+    encoder's tokens before the concept) carry no difference and are dropped; pairs with NaN or inf
+    are kept, for the decomposition to refuse.
     """
     n_w, n_o = len(with_ids), len(without_ids)
     prefix = 0
@@ -113,5 +114,5 @@ def pair_rows(with_ids: list, with_rows: torch.Tensor, without_ids: list, withou
         w.append(with_rows[prefix:n_w - suffix].mean(0, keepdim=True))
         o.append(torch.zeros_like(w[-1]))
     w, o = torch.cat(w), torch.cat(o)
-    differs = (w - o).norm(dim=1) > 1e-6 * w.norm(dim=1).clamp_min(1e-30)
-    return w[differs], o[differs]
+    same = (w - o).norm(dim=1) <= 1e-6 * w.norm(dim=1).clamp_min(1e-30)      # False for NaN: kept
+    return w[~same], o[~same]

@@ -215,9 +215,15 @@ def encode_concept_groups(clip, prompt_sets: list[list[tuple[str, str, str]]], s
             raise ValueError(f"The concept {prompt.concept!r} tokenizes to nothing with this text encoder: "
                              "use words the tokenizer knows.")
     token_dicts = [p.tokens for p in flat]
-    if selection == CONTRIBUTION:           # each prompt's template without the concept, encoded in the same passes
-        token_dicts += [clip.tokenize(without_concept(prefix, suffix), return_word_ids=True)
-                        for prompts in prompt_sets for _, prefix, suffix in prompts]
+    base_of: list[int] = []                 # per prompt: where its template without the concept is in token_dicts
+    if selection == CONTRIBUTION:           # each distinct template without the concept, once, in the same passes
+        where: dict[str, int] = {}
+        for _, prefix, suffix in (prompt for prompts in prompt_sets for prompt in prompts):
+            text = without_concept(prefix, suffix)
+            if text not in where:
+                where[text] = len(token_dicts)
+                token_dicts.append(clip.tokenize(text, return_word_ids=True))
+            base_of.append(where[text])
     encoded = encode_token_rows(clip, token_dicts, active)
     pooled = [None] * len(located)
     if with_pooled:         # ComfyUI returns the pooled vector of the first section only: one pass per prompt
@@ -237,25 +243,26 @@ def encode_concept_groups(clip, prompt_sets: list[list[tuple[str, str, str]]], s
                 continue
             rows, counts = [], {}
             for prompt in prompts:
-                per_segment, base = encoded[index], len(flat) + index        # base: the prompt without the concept
-                index += 1
+                per_segment = encoded[index]
                 for s in segments:
                     if selection == CONTRIBUTION:
+                        base = base_of[index]
                         picked = _contribution(prompt.tokens, per_segment[s], token_dicts[base], encoded[base][s], s)
                     else:
                         picked = per_segment[s][prompt.positions[s.tokens].select(selection)]
                     rows.append(picked)
                     counts[prompt.concept] = counts.get(prompt.concept, 0) + len(picked)
+                index += 1
             per_set.append(EncodedConcepts(torch.cat(rows), counts, tuple(s.label for s in segments), set_pooled))
         results.append(per_set)
     return results
 
 
-def _window_rows(tokens: dict, rows: torch.Tensor, segment: TextSegment) -> tuple[list[int], torch.Tensor]:
-    """Token ids and rows of everything a layer reads of one segment: start, text, end and padding tokens."""
+def _window_ids(tokens: dict, segment: TextSegment) -> list[int]:
+    """Token ids of everything a layer reads of one segment (start, text, end and padding tokens): one per row."""
     flat = _flatten(tokens, segment.tokens)
     start, stop, _ = row_window(segment, flat)
-    return [t[0] for t in flat[start:stop]], rows
+    return [t[0] for t in flat[start:stop]]
 
 
 def _contribution(tokens: dict, rows: torch.Tensor, base_tokens: dict, base_rows: torch.Tensor,
@@ -264,11 +271,8 @@ def _contribution(tokens: dict, rows: torch.Tensor, base_tokens: dict, base_rows
     without the concept, paired by :func:`pair_rows` (rows the concept does not change are dropped; a concept
     the template ends with, on an encoder with no end token and no padding, counts against nothing). Padding
     rows count: a causal encoder writes the whole prompt into them, and the layers read them."""
-    if not (torch.isfinite(rows).all() and torch.isfinite(base_rows).all()):
-        raise ValueError("The text encoder's output contains NaN or inf: it is broken (check the CLIP model and "
-                         "its dtype).")
-    with_concept, without = pair_rows(*_window_rows(tokens, rows, segment),
-                                      *_window_rows(base_tokens, base_rows, segment), added_span=True)
+    with_concept, without = pair_rows(_window_ids(tokens, segment), rows, _window_ids(base_tokens, segment),
+                                      base_rows, added_span=True)
     return with_concept - without
 
 

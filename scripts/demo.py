@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cure_core.concepts import TOKEN_SELECTIONS  # noqa: E402  (the node's default rows)
 from scripts.comfy_server import ComfyServer  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def workflow(args: argparse.Namespace) -> dict:
         "2": {"class_type": "CURE_EraseConcepts", "inputs": {
             "model": ["1", 0], "clip": ["1", 1], "forget_concepts": args.forget, "retain_concepts": args.retain,
             "concept_kind": args.kind, "templates": "", "alpha_forget": 0.0, "alpha_retain": 0.0, "strength": 1.0,
-            "layers": "all text-reading layers", "token_selection": "concept contribution", "erase_pooled": False}},
+            "layers": "all text-reading layers", "token_selection": TOKEN_SELECTIONS[0], "erase_pooled": False}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": args.prompt}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
         "5": latent_node(args),
@@ -92,7 +93,7 @@ def miniature_workflow(args: argparse.Namespace) -> dict:
             "model": ["1", 0], "clip": ["1", 1], "forget_concepts": args.forget, "retain_concepts": args.retain,
             "concept_kind": args.kind, "templates": "{}\na {} shape\na drawing of a {} shape", "alpha_forget": 0.0,
             "alpha_retain": 0.0, "strength": 1.0, "layers": "all text-reading layers",
-            "token_selection": "concept contribution", "erase_pooled": False}},
+            "token_selection": TOKEN_SELECTIONS[0], "erase_pooled": False}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": args.seeds}},
     }
