@@ -11,6 +11,10 @@ except ImportError as error:  # an old ComfyUI: say what to do instead of a bare
 
 from .nodes import ConceptErasureExtension
 
+# ComfyUI serves this folder under /extensions/<pack>/; the frontend's node-help panel shows
+# web/docs/<node id>.md for each node.
+WEB_DIRECTORY = "./web"
+
 
 async def comfy_entrypoint() -> ConceptErasureExtension:
     return ConceptErasureExtension()

@@ -85,7 +85,7 @@ def build_model(family: str, device: torch.device, dtype: torch.dtype, full: boo
     import comfy.model_detection
     import comfy.model_patcher
     import comfy.utils
-    tiny = pack_module("nodes.tiny_models")
+    tiny = pack_module("testbed.tiny_models")
     families = pack_module("cure_core.families")
     config = comfy.model_detection.model_config_from_unet_config(dict(UNET_CONFIGS[family]))
     config.set_inference_dtype(dtype, None)
@@ -108,7 +108,7 @@ def build_clip(family: str, device: torch.device, dtype: torch.dtype):
     """The family's real-size text encoders (CLIP-L; + bigG for SDXL/SD3; + T5-XXL for SD3/Flux), random weights."""
     import comfy.model_detection
     import comfy.sd
-    tiny = pack_module("nodes.tiny_models")
+    tiny = pack_module("testbed.tiny_models")
     config = comfy.model_detection.model_config_from_unet_config(dict(UNET_CONFIGS[family]))
     if family == "sd3":
         import comfy.supported_models_base
@@ -135,9 +135,9 @@ def unique_bytes(model) -> int:
 
 def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats: int, sampling: bool,
                  selection: str) -> None:
-    erase_cure = pack_module("nodes.erase_cure")
-    encoding = pack_module("nodes.encoding")
-    patching = pack_module("nodes.patching")
+    erase_cure = pack_module("comfy_glue.cure")
+    encoding = pack_module("comfy_glue.encoding")
+    patching = pack_module("comfy_glue.patching")
     concepts = pack_module("cure_core.concepts")
     spectral = pack_module("cure_core.spectral")
     edit = pack_module("cure_core.edit")
@@ -151,7 +151,7 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
     templates = concepts.TEMPLATES["style"]
     forget_prompts = concepts.expand(concepts.parse_concepts(FORGET), templates)
     retain_prompts = concepts.expand(concepts.parse_concepts(RETAIN), templates)
-    family_spec = erase_cure.detect_family(model)
+    family_spec = pack_module("comfy_glue.family").detect_family(model)
     keys = family_spec.text_layer_keys(model.model.state_dict().keys())
     weights = {key: patching.effective_weight(model, key) for key in keys}
     params = sum(w.numel() for w in weights.values())
@@ -169,7 +169,7 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
         generator = torch.Generator().manual_seed(0)
         # as many as the same tokenizers give with the family's tiny encoders (which rows a selection keeps
         # depends on the tokens and on the encoder being causal or not, not on its width)
-        tiny = pack_module("nodes.tiny_models")
+        tiny = pack_module("testbed.tiny_models")
         small_clip = tiny.tiny_clip({"sd3": "SD3", "flux": "Flux", "wan14b": "Wan 2.1"}[family])
         n_rows = encoding.encode_concept_sets(small_clip, [forget_prompts], selection, family_spec.segments)[0].rows.shape[0]
         width = weights[keys[0]].shape[1]
@@ -247,7 +247,7 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
 def bench_step(family, device, dtype, repeats, model_factory) -> None:
     """One denoiser evaluation (a sampling step calls it once per CFG branch) with and without the patch."""
     import comfy.model_management as mm
-    erase_cure = pack_module("nodes.erase_cure")
+    erase_cure = pack_module("comfy_glue.cure")
     model = model_factory()
     clip = build_clip(family, device, dtype)
     patched, _ = erase_cure.erase_concepts(model, clip, FORGET, RETAIN)

@@ -2,7 +2,7 @@
 
 Every method edits the trained miniature model (``models/miniature_world.safetensors``), then
 ComfyUI's own sampler (``common_ksampler``, the KSampler node's code) draws fixed prompts with
-fixed seeds, and the analytic detector (``cure_core.miniworld.detector``) reads every picture:
+fixed seeds, and the analytic detector (``testbed.miniworld.detector``) reads every picture:
 
 - ``erased_rate``: prompts that ask for an erased concept, share of pictures that show it
   (lower is better; ``chance`` is how often it shows when nothing asks for it);
@@ -37,8 +37,8 @@ if _REPO not in sys.path:      # appended: ComfyUI's own top-level `nodes` must 
     sys.path.append(_REPO)
 from scripts.comfy_env import load_pack, pack_module  # noqa: E402
 from cure_core.concepts import CONCEPT_AND_END, TOKEN_SELECTIONS  # noqa: E402
-from cure_core.miniworld.detector import detect_batch, shows  # noqa: E402
-from cure_core.miniworld.scenes import (ATTRIBUTES, BACKGROUNDS, COLOURS, DARK, NEIGHBOURS, TEMPLATES,  # noqa: E402
+from testbed.miniworld.detector import detect_batch, shows  # noqa: E402
+from testbed.miniworld.scenes import (ATTRIBUTES, BACKGROUNDS, COLOURS, DARK, NEIGHBOURS, TEMPLATES,  # noqa: E402
                                         VOCABULARY, chance_level, concept_attribute, prompt_for)
 
 SAMPLER = {"steps": 20, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal"}
@@ -119,7 +119,7 @@ class Sampler:
         self.nodes = comfy_nodes
         self.clip, self.vae = clip, vae
         self._conditioning: dict[str, list] = {}
-        mini = pack_module("nodes.miniature")
+        mini = pack_module("testbed.miniature")
         self.latent_shape = (4, mini.LATENT_SIZE, mini.LATENT_SIZE)
 
     def conditioning(self, text: str):
@@ -148,19 +148,19 @@ def palette_error(images: np.ndarray) -> float:
 
 def _cure(alpha: float, token_selection: str = TOKEN_SELECTIONS[0]):
     def run(model, clip, forget, retain):
-        erase = pack_module("nodes.erase_cure").erase_concepts
+        erase = pack_module("comfy_glue.cure").erase_concepts
         return erase(model, clip, "\n".join(forget), "\n".join(retain), "object", ERASE_TEMPLATES, alpha, alpha,
                      token_selection=token_selection)[0], ""
     return run
 
 
 def _uce(model, clip, forget, retain):
-    erase = pack_module("nodes.erase_uce").erase_concepts_uce
+    erase = pack_module("comfy_glue.uce").erase_concepts_uce
     return erase(model, clip, "\n".join(forget), "\n".join(retain), "", "object", ERASE_TEMPLATES)[0], ""
 
 
 def _refusal(model, clip, forget, retain):
-    erase = pack_module("nodes.erase_refusal").erase_with_refusal
+    erase = pack_module("comfy_glue.refusal").erase_with_refusal
     pairs = [f"{t.format(c)} | {' '.join(t.format('').split())}" for c in forget for t in ERASE_TEMPLATES.splitlines()[1:]]
     neutral = [f"a {c} shape" for c in retain] + ["a shape", "a drawing of a shape", "a shape on a background"]
     return erase(model, clip, "\n".join(pairs), "\n".join(neutral))[0], ""
@@ -249,7 +249,7 @@ def concept_quality(sampler: Sampler, model, config: Config) -> dict[str, float]
 def load(model_file: Path | None = None):
     """``(MODEL, CLIP, Sampler)`` of the miniature model (default: the pack's committed file)."""
     load_pack()
-    mini = pack_module("nodes.miniature")
+    mini = pack_module("testbed.miniature")
     model, clip, vae, _ = mini.load_miniature(model_file or mini.MODEL_FILE)
     return model, clip, Sampler(clip, vae)
 

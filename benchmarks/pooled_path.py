@@ -34,8 +34,8 @@ def main() -> None:
     import comfy.utils
     import nodes as comfy_nodes
     comfy.utils.PROGRESS_BAR_ENABLED = False
-    tiny = pack_module("nodes.tiny_models")
-    erase = pack_module("nodes.erase_cure").erase_concepts
+    tiny = pack_module("testbed.tiny_models")
+    erase = pack_module("comfy_glue.cure").erase_concepts
 
     def sample(model, conditioning):
         negative = [[torch.zeros_like(conditioning[0][0]), {"pooled_output": torch.zeros_like(

@@ -5,12 +5,20 @@ measures kept beside it say what the edit does to that layer, for the report.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
 from .spectral import LowRankEraser
+
+
+def check_strength(strength: float) -> float:
+    """The share of an edit to apply: a number from 0 (none) to 1 (all), refused otherwise."""
+    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0.0 <= strength <= 1.0):
+        raise ValueError(f"strength must be between 0 and 1 (got {strength!r}): 1 applies the full erasure.")
+    return float(strength)
 
 
 @dataclass(frozen=True)

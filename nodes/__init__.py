@@ -1,18 +1,19 @@
-"""ComfyUI wrappers of :mod:`cure_core` (the only part of the pack that imports ComfyUI)."""
+"""The nodes users see, one module per node (or per family of nodes): a schema and a call into
+:mod:`comfy_glue` (the ComfyUI glue) or :mod:`testbed` (the demo models)."""
 from __future__ import annotations
 
 from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
-from .demo import MiniatureWorldModel, TinyDemoModel
+from .concept_preset import ConceptPreset
+from .demo_models import MiniatureWorldModel, TinyDemoModel
 from .erase_cure import EraseConceptsCURE
 from .erase_refusal import EraseConceptsRefusal
 from .erase_uce import EraseConceptsUCE
 from .erasure_files import ApplyErasureFile, CombineErasureFiles, SaveErasure
-from .export import SaveErasureLoRA
-from .presets import ConceptPreset
-from .spectrum import ErasureSpectrum
+from .erasure_spectrum import ErasureSpectrum
+from .save_erasure_lora import SaveErasureLoRA
 
 
 class ConceptErasureExtension(ComfyExtension):

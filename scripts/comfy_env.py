@@ -51,6 +51,6 @@ def load_pack(cpu: bool = True, comfyui: str | Path | None = None) -> ModuleType
 
 
 def pack_module(name: str) -> ModuleType:
-    """A submodule of the loaded pack, e.g. ``pack_module("nodes.tiny_models")``."""
+    """A submodule of the loaded pack, e.g. ``pack_module("testbed.tiny_models")``."""
     load_pack()
     return importlib.import_module(f"{PACK_NAME}.{name}")

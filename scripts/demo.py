@@ -7,6 +7,9 @@ grid plus what the world's detector finds in every picture. ``--model tiny`` bui
 tiny model of ``--family`` instead (noise pictures: it shows only *that* the erasure changes what
 the sampler makes), and ``--checkpoint`` takes a real all-in-one checkpoint of ``--family``.
 
+The miniature run's ``grid.png`` and ``spectrum.png`` are the pictures of the README and of the node-help
+pages (``web/docs/images/miniature_erase_red.png``, ``spectrum_erase_red.png``): copy them there to renew them.
+
     .venv/bin/python scripts/demo.py --out demo_output                      # the miniature model
     .venv/bin/python scripts/demo.py --out demo_output --model tiny --family SDXL
     .venv/bin/python scripts/demo.py --out demo_output --checkpoint model.safetensors --family SDXL
@@ -21,7 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_REPO = str(Path(__file__).resolve().parents[1])
+if _REPO not in sys.path:      # appended: ComfyUI's own top-level `nodes` must win over the pack's folder
+    sys.path.append(_REPO)
 from cure_core.concepts import TOKEN_SELECTIONS  # noqa: E402  (the node's default rows)
 from scripts.comfy_server import ComfyServer  # noqa: E402
 
@@ -67,16 +72,26 @@ def workflow(args: argparse.Namespace) -> dict:
     }
 
 
-def compare(before: Path, after: Path, target: Path) -> float:
-    """Before | after | |after - before| (amplified) side by side; returns the mean pixel change (0-255)."""
+# The labelled pictures: a title band over the columns, a caption band with the prompt over each row.
+TITLE_BAND, CAPTION_BAND, GAP = 30, 22, 8
+
+
+def compare(before: Path, after: Path, target: Path, prompt: str) -> float:
+    """Before | after | |after - before| (amplified) side by side under their titles and the prompt;
+    returns the mean pixel change (0-255)."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageDraw, ImageFont
     left, right = Image.open(before).convert("RGB"), Image.open(after).convert("RGB")
     change = np.abs(np.asarray(right, dtype=np.float32) - np.asarray(left, dtype=np.float32))
     amplified = Image.fromarray(np.clip(change * (255.0 / max(float(change.max()), 1.0)), 0, 255).astype(np.uint8))
-    canvas = Image.new("RGB", (3 * left.width + 16, left.height), "white")
-    for i, panel in enumerate((left, right, amplified)):
-        canvas.paste(panel, (i * (left.width + 8), 0))
+    top = TITLE_BAND + CAPTION_BAND
+    canvas = Image.new("RGB", (3 * left.width + 16, left.height + top), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=14)
+    draw.text((4, 4), f'"{prompt}"', fill=(60, 60, 60), font=font)
+    for i, (panel, title) in enumerate(zip((left, right, amplified), ("before", "after", "change, amplified"))):
+        canvas.paste(panel, (i * (left.width + 8), top))
+        draw.text((i * (left.width + 8) + left.width / 2, top - 12), title, fill=(20, 20, 20), font=font, anchor="mm")
     canvas.save(target)
     return float(change.mean())
 
@@ -96,6 +111,8 @@ def miniature_workflow(args: argparse.Namespace) -> dict:
             "token_selection": TOKEN_SELECTIONS[0], "erase_pooled": False}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": args.seeds}},
+        "5": {"class_type": "CURE_ErasureSpectrum", "inputs": {"model": ["2", 0], "width": 960}},
+        "spectrum": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "spectrum"}},
     }
     for i, prompt in enumerate(MINIATURE_PROMPTS):
         graph[f"p{i}"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": prompt}}
@@ -111,13 +128,41 @@ def miniature_workflow(args: argparse.Namespace) -> dict:
     return graph
 
 
+def labelled_grid(rows: list[tuple[str, list, list]], titles: tuple[str, str], scale: int = 4):
+    """One row per prompt, its before pictures left and after pictures right (same seeds, same order),
+    the prompt written above the row and the two column titles above everything, so that the picture
+    explains itself when shared. ``rows`` are ``(prompt, before pictures, after pictures)`` of HxWx3 uint8."""
+    from PIL import Image, ImageDraw, ImageFont
+    per_side = len(rows[0][1])
+    tile = rows[0][1][0].shape[1] * scale
+    half = per_side * tile
+    width = 2 * half + 3 * GAP
+    height = TITLE_BAND + len(rows) * (CAPTION_BAND + tile + GAP)
+    grid = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(grid)
+    title_font, caption_font = ImageFont.load_default(size=18), ImageFont.load_default(size=14)
+    for column, title in enumerate(titles):
+        left = GAP + column * (half + GAP)
+        draw.text((left + half / 2, TITLE_BAND / 2), title, fill=(20, 20, 20), font=title_font, anchor="mm")
+    draw.line((GAP + half + GAP / 2, TITLE_BAND, GAP + half + GAP / 2, height), fill=(150, 150, 150), width=2)
+    for i, (prompt, before, after) in enumerate(rows):
+        top = TITLE_BAND + i * (CAPTION_BAND + tile + GAP)
+        draw.text((GAP, top + 3), f'"{prompt}"', fill=(60, 60, 60), font=caption_font)
+        for column, pictures in enumerate((before, after)):
+            for j, picture in enumerate(pictures):
+                x = GAP + column * (half + GAP) + j * tile
+                grid.paste(Image.fromarray(picture).resize((tile, tile), Image.NEAREST), (x, top + CAPTION_BAND))
+    return grid
+
+
 def run_miniature(args: argparse.Namespace) -> None:
-    """Erase on the miniature model; write grid.png (rows: prompts; left: before, right: after), the
-    detector's findings per picture and the share of pictures that show each erased concept."""
+    """Erase on the miniature model; write grid.png (:func:`labelled_grid`), spectrum.png (the Erasure
+    Spectrum node's picture), the detector's findings per picture and the share of pictures that show
+    each erased concept."""
     import numpy as np
     from PIL import Image
-    from cure_core.miniworld.detector import detect
-    from cure_core.miniworld.scenes import concept_attribute
+    from testbed.miniworld.detector import detect
+    from testbed.miniworld.scenes import concept_attribute
 
     graph = miniature_workflow(args)
     with tempfile.TemporaryDirectory() as base:
@@ -129,21 +174,22 @@ def run_miniature(args: argparse.Namespace) -> None:
         pictures = {name: [np.asarray(Image.open(Path(base) / "output" / image["subfolder"] / image["filename"])
                                       .convert("RGB")) for image in outputs[name]["images"]]
                     for name in outputs if name.startswith(("before", "after"))}
-    scale, gap = 4, 8
-    tile = 32 * scale
-    grid = Image.new("RGB", (2 * args.seeds * tile + 3 * gap, len(MINIATURE_PROMPTS) * (tile + gap)), "white")
+        spectrum = outputs["spectrum"]["images"][0]
+        shutil.copy(Path(base) / "output" / spectrum["subfolder"] / spectrum["filename"], args.out / "spectrum.png")
     findings = []
     concepts = [c for c in args.forget.splitlines() if c.strip()]
     shown = {(name, c): 0 for name in ("before", "after") for c in concepts}
     for i, prompt in enumerate(MINIATURE_PROMPTS):
-        for column, name in enumerate(("before", "after")):
+        for name in ("before", "after"):
             for j, picture in enumerate(pictures[f"{name}{i}"]):
-                x = column * (args.seeds * tile + 2 * gap) + j * tile
-                grid.paste(Image.fromarray(picture).resize((tile, tile), Image.NEAREST), (x, i * (tile + gap)))
                 found = detect(picture / 255.0)
                 findings.append({"prompt": prompt, "model": name, "seed_index": j, **found})
                 for c in concepts:
                     shown[(name, c)] += found[concept_attribute(c)] == c
+    kept = ", ".join(c for c in args.retain.splitlines() if c.strip()) or "nothing"
+    titles = ("before: the loaded model", f"after: {', '.join(concepts)} erased ({kept} kept)")
+    grid = labelled_grid([(prompt, pictures[f"before{i}"], pictures[f"after{i}"])
+                          for i, prompt in enumerate(MINIATURE_PROMPTS)], titles)
     grid.save(args.out / "grid.png")
     total = len(MINIATURE_PROMPTS) * args.seeds
     summary = [f"{c!r} shown in {shown[('before', c)]}/{total} pictures before, {shown[('after', c)]}/{total} after"
@@ -152,9 +198,9 @@ def run_miniature(args: argparse.Namespace) -> None:
     (args.out / "report.txt").write_text(report + "\n\nDetector:\n" + "\n".join(summary) + "\n")
     (args.out / "workflow_api.json").write_text(json.dumps(graph, indent=1))
     print(report)
-    print("\nRows of grid.png (left: before, right: after, same seeds):\n  " + "\n  ".join(MINIATURE_PROMPTS))
+    print("\nRows of grid.png (labelled: left before, right after, same seeds):\n  " + "\n  ".join(MINIATURE_PROMPTS))
     print("\nDetector: " + "; ".join(summary))
-    print(f"\nWrote {args.out}/grid.png, findings.json, report.txt and workflow_api.json")
+    print(f"\nWrote {args.out}/grid.png, spectrum.png, findings.json, report.txt and workflow_api.json")
 
 
 def main() -> None:
@@ -197,7 +243,7 @@ def main() -> None:
         for name, node in (("before", "10"), ("after", "11")):
             image = outputs[node]["images"][0]
             shutil.copy(Path(base) / "output" / image["subfolder"] / image["filename"], args.out / f"{name}.png")
-    change = compare(args.out / "before.png", args.out / "after.png", args.out / "before_after.png")
+    change = compare(args.out / "before.png", args.out / "after.png", args.out / "before_after.png", args.prompt)
     (args.out / "report.txt").write_text(report + "\n")
     (args.out / "workflow_api.json").write_text(json.dumps(workflow(args), indent=1))
     print(report)

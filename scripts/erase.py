@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     load_pack(cpu=args.cpu, comfyui=args.comfyui)
     import comfy.sd
     import comfy.utils
-    erase_concepts = pack_module("nodes.erase_cure").erase_concepts
+    erase_concepts = pack_module("comfy_glue.cure").erase_concepts
 
     state_dict, metadata = comfy.utils.load_torch_file(str(args.checkpoint), return_metadata=True)
     loaded = comfy.sd.load_state_dict_guess_config(dict(state_dict), output_vae=False, metadata=dict(metadata or {}))
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.erasure_file is not None:
             from cure_core.erasure_file import load_erasure_file
-            apply_file = pack_module("nodes.erasure_files").apply_erasure_file
+            apply_file = pack_module("comfy_glue.erasure_files").apply_erasure_file
             patched, report = apply_file(model, load_erasure_file(args.erasure_file), args.strength,
                                          args.erasure_file.name)
         else:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:           # the node's own messages: what was wrong and what to do
         raise SystemExit(f"cure-erase: {error}") from None
     print(report)
-    export = pack_module("nodes.export")
+    export = pack_module("comfy_glue.lora_export")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if args.lora:
         lora, lora_metadata = export.erasure_lora(patched, export.LORA_DTYPES[args.lora_dtype])

@@ -1,6 +1,6 @@
 """Train the miniature-world model (``models/miniature_world.safetensors``) from scratch.
 
-1. Render a fixed set of scenes of ``cure_core.miniworld`` and train the small KL autoencoder on them,
+1. Render a fixed set of scenes of ``testbed.miniworld`` and train the small KL autoencoder on them,
    then rescale its latents so that SD1.x's latent scale (0.18215) brings them to unit variance.
 2. Pretrain the text encoder to say which attribute values a prompt names (a linear probe per
    attribute on its end-of-text outputs, the rows every SD1.x cross-attention reads most): a small
@@ -40,7 +40,7 @@ from scripts.comfy_env import load_pack, pack_module  # noqa: E402
 
 
 def render_dataset(count: int, seed: int):
-    from cure_core.miniworld.scenes import random_scene, render
+    from testbed.miniworld.scenes import random_scene, render
     rng = random.Random(seed)
     scenes = [random_scene(rng) for _ in range(count)]
     images = np.stack([render(s) for s in scenes])
@@ -48,10 +48,10 @@ def render_dataset(count: int, seed: int):
 
 
 def train_autoencoder(images: torch.Tensor, steps: int, batch: int, device: str, log) -> torch.nn.Module:
-    mini = pack_module("nodes.miniature")
+    mini = pack_module("testbed.miniature")
     torch.manual_seed(1)
     autoencoder = mini.build_autoencoder()
-    pack_module("nodes.tiny_models").randomize(autoencoder, 1)      # ComfyUI's layers start uninitialised
+    pack_module("testbed.tiny_models").randomize(autoencoder, 1)      # ComfyUI's layers start uninitialised
     autoencoder = autoencoder.to(device).train()
     optimiser = torch.optim.AdamW(autoencoder.parameters(), lr=2e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps, pct_start=0.05)
@@ -120,12 +120,12 @@ def _out_of_place_clip_layers(text_model: torch.nn.Module) -> None:
 def pretrain_text_encoder(scenes, steps: int, batch: int, device: str, seed: int, log):
     """The text encoder, trained so that a linear probe on each end-of-text row names the values the
     prompt asks for (class 0: the attribute is not named); returns ``(clip, text_model, tokenizer)``."""
-    from cure_core.miniworld.scenes import ATTRIBUTES, VOCABULARY, random_prompt
-    mini = pack_module("nodes.miniature")
+    from testbed.miniworld.scenes import ATTRIBUTES, VOCABULARY, random_prompt
+    mini = pack_module("testbed.miniature")
     torch.manual_seed(seed)
     clip = mini.build_clip()
     text_model = clip.cond_stage_model.clip_l
-    pack_module("nodes.tiny_models").randomize(text_model, seed)
+    pack_module("testbed.tiny_models").randomize(text_model, seed)
     text_model.to(device).train()
     _out_of_place_clip_layers(text_model)
     for p in text_model.parameters():
@@ -173,13 +173,13 @@ def train_diffusion(scenes, latents: torch.Tensor, text_model, tokens, steps: in
     per-channel constant to the training noise (offset noise): without it the starting noise's mean
     survives SD1.x's schedule, and the model takes the background (a picture's mean) from it instead
     of from the prompt."""
-    from cure_core.miniworld.scenes import random_prompt
-    mini = pack_module("nodes.miniature")
+    from testbed.miniworld.scenes import random_prompt
+    mini = pack_module("testbed.miniature")
     torch.manual_seed(seed)
     base = mini.build_unet()
     unet = base.diffusion_model.to(device)
     if unet_state is None:
-        pack_module("nodes.tiny_models").randomize(unet, seed)
+        pack_module("testbed.tiny_models").randomize(unet, seed)
         with torch.no_grad():               # zero-init the output layer: training starts from "predict no noise"
             unet.out[-1].weight.zero_()
             unet.out[-1].bias.zero_()
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     load_pack(cpu=args.device == "cpu")
-    mini = pack_module("nodes.miniature")
+    mini = pack_module("testbed.miniature")
     out = args.out or mini.MODEL_FILE
     started = time.time()
 
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         decoded = torch.cat([autoencoder.decode(latents[i:i + 512].to(args.device)).cpu() for i in range(0, min(len(latents), 2048), 512)])
     reconstruction = (decoded - images[:len(decoded)]).abs().mean().item() / 2
-    from cure_core.miniworld.detector import detect
+    from testbed.miniworld.detector import detect
     pictures = ((decoded.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
     kept = np.mean([detect(p)[a] == s.value(a) for p, s in zip(pictures, scenes) for a in ("shape", "colour", "style", "background")])
     log(f"autoencoder: latent factor {factor:.3f}, mean abs reconstruction error {reconstruction:.4f} (0..1 scale), "

@@ -32,12 +32,12 @@ def comfy(pack):
 
 @pytest.fixture(scope="session")
 def tiny(pack):
-    return pack_module("nodes.tiny_models")
+    return pack_module("testbed.tiny_models")
 
 
 @pytest.fixture(scope="session")
 def erase(pack):
-    return pack_module("nodes.erase_cure").erase_concepts
+    return pack_module("comfy_glue.cure").erase_concepts
 
 
 @pytest.fixture(scope="session")

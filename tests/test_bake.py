@@ -3,7 +3,7 @@ stock UNETLoader reads back a model that denoises exactly like the patched one.
 
 The usual tiny SD1.x (32 channels, 64-wide context) is not recognised by ComfyUI's model detection,
 which matches SD1.x on model_channels 320 and context_dim 768: these tests use the smallest UNet with
-those widths (``SD1.x loadable`` in nodes/tiny_models.py). Its CLIP is 768 wide as well, which a
+those widths (``SD1.x loadable`` in testbed/tiny_models.py). Its CLIP is 768 wide as well, which a
 full CheckpointLoaderSimple would still refuse (it builds the 12-layer CLIP-L), so the checkpoint is
 read back with UNETLoader, which loads the diffusion model from checkpoint files too.
 """

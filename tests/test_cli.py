@@ -122,7 +122,7 @@ def test_cli_applies_an_erasure_file_without_encoding(checkpoint, in_process, er
     from scripts.comfy_env import pack_module
     _, patched = in_process
     erasure = tmp_path / "no_van_gogh.safetensors"
-    save_erasure_file(erasure, pack_module("nodes.erasure_files").erasure_file_of(patched))
+    save_erasure_file(erasure, pack_module("comfy_glue.erasure_files").erasure_file_of(patched))
     out = tmp_path / "from_file.safetensors"
     assert erase_cli.main([str(checkpoint), "--erasure-file", str(erasure), "--output", str(out)]) == 0
     keys = sorted(patched.patches)
@@ -156,4 +156,4 @@ def test_console_script_and_choices_match_the_pack(erase_cli):
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     module, _, function = pyproject["project"]["scripts"]["cure-erase"].partition(":")
     assert module == "scripts.erase" and getattr(erase_cli, function) is erase_cli.main
-    assert erase_cli.LORA_DTYPES == tuple(pack_module("nodes.export").LORA_DTYPES)
+    assert erase_cli.LORA_DTYPES == tuple(pack_module("comfy_glue.lora_export").LORA_DTYPES)

@@ -55,7 +55,7 @@ def layer_reads(model, key):
 
 @pytest.fixture(scope="module")
 def encoding(pack):
-    return pack_module("nodes.encoding")
+    return pack_module("comfy_glue.encoding")
 
 
 def text_layer_keys(model, family):

@@ -21,7 +21,7 @@ TEXT_LAYERS = {"Wan 2.1": {"diffusion_model.text_embedding.0.weight"}, "Flux": {
 
 @pytest.fixture(scope="module")
 def refusal(pack):
-    return pack_module("nodes.erase_refusal")
+    return pack_module("comfy_glue.refusal")
 
 
 def refusal_direction(model, clip, key):
@@ -30,7 +30,7 @@ def refusal_direction(model, clip, key):
     from cure_core.families import TextSegment, family_for_config
     from cure_core.concepts import pair_rows
     from cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, parse_pairs, refusal_eraser
-    encoding = pack_module("nodes.encoding")
+    encoding = pack_module("comfy_glue.encoding")
     segments = family_for_config(type(model.model.model_config).__name__).segments
     read = layer_reads(model, key)
     if read is not None:
@@ -134,7 +134,7 @@ def test_denoiser_source_edits_the_last_blocks_and_reports_progress(family, buil
     assert (prompts * 3, prompts * 3) in ticks                         # one tick per denoiser call, to the end
     assert "denoiser activations (3 steps at 8x8 latent" in report
     # the patched direction is the refusal direction of the captured activations, recomputed independently
-    capture = pack_module("nodes.denoiser_activations").capture_layer_inputs
+    capture = pack_module("comfy_glue.denoiser_activations").capture_layer_inputs
     pairs = parse_pairs(PAIRS)
     texts = [p for pair in pairs for p in pair] + list(DEFAULT_NEUTRAL_PROMPTS)
     captured = capture(model, [clip.encode_from_tokens_scheduled(clip.tokenize(t)) for t in texts],

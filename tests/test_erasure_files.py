@@ -10,7 +10,7 @@ from test_export import PAIRS
 
 @pytest.fixture(scope="module")
 def files(pack):
-    return pack_module("nodes.erasure_files")
+    return pack_module("comfy_glue.erasure_files")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_combined_files_equal_one_erasure_of_the_union(family, built, erase, fil
         assert "pooled_forget" in again.erasures[0].record.rows
 
 
-# The groups of layers that read the same encoder rows in the tiny models (nodes/tiny_models.py: HiDream's
+# The groups of layers that read the same encoder rows in the tiny models (testbed/tiny_models.py: HiDream's
 # caption_projection.0-3 read Llama layers 0, 1, 3, 3 and .4 the T5 rows; Hunyuan-DiT's attn2.kv_proj the BERT
 # rows, mlp_t5 and the pool the mT5 rows).
 ROW_GROUPS = {"HiDream": {"llama hidden layer 0", "llama hidden layer 1", "llama hidden layer 3", "t5xxl"},
@@ -112,7 +112,7 @@ def test_a_file_on_a_fresh_model_reproduces_the_erased_weights(family, built, er
 
 
 def test_a_chain_of_cure_and_refusal_is_saved_and_applied_whole(built, erase, files, tiny, comfy, tmp_path):
-    refusal = pack_module("nodes.erase_refusal").erase_with_refusal
+    refusal = pack_module("comfy_glue.refusal").erase_with_refusal
     model, clip = built("SD1.x")
     first, _ = erase(model, clip, "Van Gogh", "")
     both, _ = refusal(first, clip, PAIRS)
@@ -184,12 +184,12 @@ def test_files_for_another_model_are_refused_and_change_nothing(built, erase, fi
 def test_files_that_are_not_erasures_are_refused(built, erase, layout, tmp_path, comfy):
     model, clip = built("SD1.x")
     patched, _ = erase(model, clip, "Van Gogh", "")
-    state_dict, metadata = pack_module("nodes.export").erasure_lora(patched)
+    state_dict, metadata = pack_module("comfy_glue.lora_export").erasure_lora(patched)
     path = tmp_path / "lora.safetensors"
     comfy.utils.save_torch_file(state_dict, str(path), metadata=metadata)
     with pytest.raises(ValueError, match="not an erasure file written by Save Erasure. It is a LoRA"):
         layout.load_erasure_file(path)
-    tensors, metadata = layout.to_state_dict(pack_module("nodes.erasure_files").erasure_file_of(patched))
+    tensors, metadata = layout.to_state_dict(pack_module("comfy_glue.erasure_files").erasure_file_of(patched))
     del tensors[next(k for k in tensors if ".up." in k)]
     with pytest.raises(ValueError, match="damaged erasure file"):
         layout.from_state_dict(tensors, metadata)

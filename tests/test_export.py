@@ -12,7 +12,7 @@ PAIRS = "a nude woman on a beach | a woman on a beach\na naked man in a park | a
 
 @pytest.fixture(scope="module")
 def export(pack):
-    return pack_module("nodes.export")
+    return pack_module("comfy_glue.lora_export")
 
 
 @pytest.mark.parametrize("family", ["SD1.x", "SDXL", "Flux"])
@@ -39,7 +39,7 @@ def test_stock_lora_loader_reproduces_the_erased_weights(family, built, erase, e
 
 def test_two_erasures_stack_in_one_file_and_refusal_exports_too(built, erase, export, comfy):
     from comfy.sd import load_lora_for_models
-    refusal = pack_module("nodes.erase_refusal").erase_with_refusal
+    refusal = pack_module("comfy_glue.refusal").erase_with_refusal
     model, clip = built("SD1.x")
     first, _ = erase(model, clip, "Van Gogh", "")
     both, _ = refusal(first, clip, PAIRS)

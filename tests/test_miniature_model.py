@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from conftest import REPO
-from cure_core.miniworld.scenes import all_concepts
+from testbed.miniworld.scenes import all_concepts
 
 # The issue's bar: every prompted concept in at least 90 % of its pictures (the shipped model: lowest
-# 91.7 %, checkered; mean 99.7 %; README).
+# 91.7 %, checkered; mean 99.7 %; docs/miniature-world.md).
 EVERY_CONCEPT_AT_LEAST = 0.9
 MEAN_AT_LEAST = 0.95
 
@@ -23,7 +23,7 @@ def benchmark(pack):
 
 def test_the_model_file_is_small_and_says_how_it_was_made(pack):
     from scripts.comfy_env import pack_module
-    mini = pack_module("nodes.miniature")
+    mini = pack_module("testbed.miniature")
     assert mini.MODEL_FILE.stat().st_size < 20 * 2**20
     *_, metadata = mini.load_miniature()
     recipe = metadata["recipe"]          # one seeded run from scratch: what `train_miniature.py`'s defaults make
@@ -47,11 +47,11 @@ def test_the_original_model_draws_the_prompted_concepts(benchmark):
 
 
 def test_the_reduced_benchmark_halves_the_erased_concept_and_keeps_the_rest(tmp_path):
-    """The README's ``--quick`` command: erase "red" through ComfyUI's sampler, read by the detector.
+    """The benchmark's ``--quick`` command (docs/benchmark.md): erase "red" through ComfyUI's sampler, read by the detector.
     The gate (the issue's): the erased concept's detection rate at least halves and preserved-concept
     accuracy drops by at most 5 points. The refusal-vector eraser meets both and is gated on both. CURE at its
     defaults is gated on the erasure; its preserved accuracy in this reduced run (two of its eight preserved
-    prompts ask for orange, red's neighbour, which loses red's direction too: README) is reported."""
+    prompts ask for orange, red's neighbour, which loses red's direction too: docs/benchmark.md) is reported."""
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "miniworld.py"), "--quick", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

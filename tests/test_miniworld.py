@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cure_core.miniworld.detector import detect, shows
-from cure_core.miniworld.scenes import (ATTRIBUTES, IMAGE_SIZE, NEIGHBOURS, TEMPLATES, VOCABULARY, Scene,
+from testbed.miniworld.detector import detect, shows
+from testbed.miniworld.scenes import (ATTRIBUTES, IMAGE_SIZE, NEIGHBOURS, TEMPLATES, VOCABULARY, Scene,
                                         all_concepts, chance_level, concept_attribute, prompt_for, random_scene,
                                         render)
 from cure_core.uce import uce_eraser
@@ -113,7 +113,7 @@ def test_uce_rejects_mismatched_targets_and_bad_lambda():
 
 def test_uce_node_function_patches_text_layers_and_leaves_the_input_untouched(built, pack):
     from scripts.comfy_env import pack_module
-    erase_uce = pack_module("nodes.erase_uce").erase_concepts_uce
+    erase_uce = pack_module("comfy_glue.uce").erase_concepts_uce
     model, clip = built("SD1.x")
     keys = {k for k in model.model.state_dict() if "attn2.to_k" in k or "attn2.to_v" in k}
     before = {k: model.model.state_dict()[k].clone() for k in keys}

@@ -44,17 +44,17 @@ def test_a_preset_is_edited_before_use():
         resolve_preset("everything")
 
 
-def test_the_readme_documents_every_preset():
-    readme = (REPO / "README.md").read_text()
+def test_the_nodes_reference_documents_every_preset():
+    reference = (REPO / "docs" / "nodes.md").read_text()
     for preset in PRESETS.values():
-        assert f"| {preset.name} |" in readme
+        assert f"| {preset.name} |" in reference
         for concept in preset.forget + preset.retain:
-            assert concept in readme, concept
+            assert concept in reference, concept
 
 
 def test_the_node_outputs_what_the_erase_node_inputs_take(pack):
-    schema = pack_module("nodes.presets").ConceptPreset.define_schema()
+    schema = pack_module("nodes.concept_preset").ConceptPreset.define_schema()
     assert schema.outputs[2].io_type == "COMBO"             # links to the erase node's concept_kind dropdown
-    result = pack_module("nodes.presets").ConceptPreset.execute("trademarks", "", "", "")
+    result = pack_module("nodes.concept_preset").ConceptPreset.execute("trademarks", "", "", "")
     assert result.result[0] == resolve_preset("trademarks").forget_concepts and result.result[4] == 2.0
     assert result.result[2] in CONCEPT_KINDS

@@ -132,7 +132,7 @@ def test_the_miniature_workflow_erases_red_as_shipped(server, object_info):
     """The shipped workflow, unchanged: 4 seeds of "a striped red circle on a white background" before
     and after erasing red; the detector reads the saved pictures."""
     import numpy as np
-    from cure_core.miniworld.detector import detect_batch
+    from testbed.miniworld.detector import detect_batch
     workflow = json.loads((REPO / "example_workflows" / "miniature_world_erase_red.json").read_text())
     outputs = server.run(ui_to_api(workflow, object_info))["outputs"]
     before = [np.asarray(i, dtype=np.float32) / 255 for i in saved_images(server, outputs, "miniature_before")]

@@ -9,7 +9,7 @@ from test_export import PAIRS
 
 @pytest.fixture(scope="module")
 def spectrum(pack):
-    return pack_module("nodes.spectrum")
+    return pack_module("comfy_glue.spectrum_chart")
 
 
 def red_pixels(image) -> int:
@@ -21,7 +21,7 @@ def test_the_charts_are_the_erasers_own_spectra_and_the_reports_layer_figures(bu
     from cure_core.spectral import expansion, spectral_basis
     model, clip = built("SD1.x")
     patched, report = erase(model, clip, "Van Gogh\nStarry Night", "Claude Monet", alpha_forget=3.0)
-    erasure = pack_module("nodes.patching").erasures_on(patched)[0]
+    erasure = pack_module("comfy_glue.patching").erasures_on(patched)[0]
     heading, charts = spectrum.charts_for(erasure)
     assert heading.startswith("CURE spectral eraser on SD1.x: Van Gogh, Starry Night")
     forget_chart, retain_chart, layer_chart = charts
@@ -41,7 +41,7 @@ def test_the_picture_is_an_image_tensor_and_grows_with_alpha(built, erase, spect
     images = []
     for alpha in (1.0, 50.0):
         patched, _ = erase(model, clip, "Van Gogh", "", alpha_forget=alpha)
-        result = spectrum.ErasureSpectrum.execute(patched, 640)
+        result = pack_module("nodes.erasure_spectrum").ErasureSpectrum.execute(patched, 640)
         tensor = result.result[0]
         assert tensor.dtype == torch.float32 and tensor.ndim == 4 and tensor.shape[0] == 1 and tensor.shape[-1] == 3
         assert tensor.shape[2] == 640 and 0.0 <= float(tensor.min()) and float(tensor.max()) <= 1.0
@@ -50,18 +50,18 @@ def test_the_picture_is_an_image_tensor_and_grows_with_alpha(built, erase, spect
 
 
 def test_refusal_erasures_get_their_layer_chart_and_files_keep_the_figures(built, erase, spectrum, tiny, tmp_path):
-    files = pack_module("nodes.erasure_files")
+    files = pack_module("comfy_glue.erasure_files")
     layout = pack_module("cure_core.erasure_file")
-    refusal = pack_module("nodes.erase_refusal").erase_with_refusal
+    refusal = pack_module("comfy_glue.refusal").erase_with_refusal
     model, clip = built("SD1.x")
     both, _ = refusal(erase(model, clip, "Van Gogh", "watercolor")[0], clip, PAIRS)
-    erasures = pack_module("nodes.patching").erasures_on(both)
+    erasures = pack_module("comfy_glue.patching").erasures_on(both)
     assert [len(spectrum.charts_for(e)[1]) for e in erasures] == [3, 1]
     direct = np.asarray(spectrum.draw_erasures(erasures))
     path = tmp_path / "both.safetensors"
     layout.save_erasure_file(path, files.erasure_file_of(both))
     applied, _ = files.apply_erasure_file(tiny.tiny_model("SD1.x"), layout.load_erasure_file(path))
-    from_file = np.asarray(spectrum.draw_erasures(pack_module("nodes.patching").erasures_on(applied)))
+    from_file = np.asarray(spectrum.draw_erasures(pack_module("comfy_glue.patching").erasures_on(applied)))
     assert np.array_equal(direct, from_file)
     with pytest.raises(ValueError, match="carries no erasure"):
         spectrum.draw_erasures([])
@@ -72,7 +72,7 @@ def test_layers_reading_different_rows_get_a_row_of_spectra_per_group(built, era
     from cure_core.spectral import spectral_basis
     model, clip = built("HiDream")
     patched, _ = erase(model, clip, "Van Gogh", "Claude Monet")
-    erasure = pack_module("nodes.patching").erasures_on(patched)[0]
+    erasure = pack_module("comfy_glue.patching").erasures_on(patched)[0]
     _, charts = spectrum.charts_for(erasure)
     spectra = [c for c in charts if c.overlay]
     groups = ["llama hidden layer 0", "llama hidden layer 1", "llama hidden layer 3", "t5xxl"]

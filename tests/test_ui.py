@@ -114,3 +114,30 @@ def test_template_browser_lists_and_opens_the_pack_workflows(page):
     types = page.evaluate("() => app.graph.nodes.map(n => n.type)")
     shipped = json.loads((REPO / "example_workflows" / "erase_style_sd15.json").read_text())
     assert sorted(types) == sorted(n["type"] for n in shipped["nodes"])
+
+
+def test_the_help_panel_of_the_cure_node_renders_its_page(page):
+    """Select the CURE node, click the selection toolbox's info button: the panel shows the pack's own help
+    page (web/docs/CURE_EraseConcepts.md, not the description the frontend falls back to), picture included."""
+    workflow = json.loads((REPO / "example_workflows" / "erase_style_sd15.json").read_text())
+    page.evaluate(LOAD_AND_INSPECT, workflow)
+    page.evaluate("""() => {
+        const node = app.graph.nodes.find(n => n.type === 'CURE_EraseConcepts');
+        app.canvas.deselectAll();
+        app.canvas.selectNode(node);
+        app.canvas.setDirty(true, true);
+    }""")
+    page.locator('[data-testid="info-button"]').first.click()
+    content = page.locator(".node-help-content")
+    content.get_by_role("heading", name="Erase Concepts (CURE)").first.wait_for()
+    content.get_by_role("heading", name="How to use it").wait_for()     # only the shipped page has it
+    page.wait_for_function("""() => {
+        const image = document.querySelector('.node-help-content img');
+        return image && image.complete && image.naturalWidth > 0;
+    }""")
+    source = page.evaluate("() => document.querySelector('.node-help-content img').src")
+    page.screenshot(path=str(ARTIFACTS / "help_panel_cure.png"))
+    assert source.endswith(f"/extensions/{PACK_FOLDER}/docs/images/miniature_erase_red.png"), source
+    text = content.inner_text()
+    for name in ("forget_concepts", "retain_concepts", "token_selection", "erase_pooled"):
+        assert name in text, name

@@ -5,7 +5,7 @@ from comfy_api.latest import io, ui
 
 from ..cure_core.concepts import CONCEPT_KINDS
 from ..cure_core.presets import PRESET_NAMES, PRESETS, resolve_preset
-from .erase_cure import CATEGORY
+from .category import CATEGORY
 
 # A dropdown value: ComfyUI types a V3 dropdown input "COMBO", and only an output of that type links to it.
 KindOutput = io.Custom("COMBO")

@@ -1,4 +1,4 @@
-"""The **Erasure Spectrum** node: a picture of what an erasure did, drawn with Pillow (no matplotlib).
+"""What the **Erasure Spectrum** node draws: a picture of what an erasure did, with Pillow (no matplotlib).
 
 For each CURE erasure on the MODEL: the energy shares ``r_i`` of the forget and retain sets and the
 expanded shares ``f(r_i; α)`` the projectors use, then per edited layer the share of the forget
@@ -14,10 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from comfy_api.latest import io
 
 from ..cure_core.erasure_file import CURE_METHOD, Erasure, row_set_name, split_row_set_name
-from .erase_cure import CATEGORY
 from .patching import erasures_on
 
 MAX_BARS = 48                      # components shown per spectrum (the strongest ones)
@@ -167,26 +165,6 @@ def image_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
 
 
-class ErasureSpectrum(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="CURE_ErasureSpectrum",
-            display_name="Erasure Spectrum",
-            category=CATEGORY,
-            description="Draws what the erasures on a MODEL do: the energy spectrum of the forget and retain sets "
-                        "with CURE's expansion applied, and per edited layer the forget energy removed and how far "
-                        "retained outputs moved (HiDream, Hunyuan-DiT: a row of spectra per group of layers that "
-                        "read the same encoder rows). Connect the image to Preview Image or Save Image.",
-            inputs=[
-                io.Model.Input("model", tooltip="The model output of an erase node, Apply Erasure File or Combine "
-                                                "Erasure Files."),
-                io.Int.Input("width", default=960, min=480, max=4096, step=16,
-                             tooltip="Width of the picture in pixels."),
-            ],
-            outputs=[io.Image.Output(display_name="image", tooltip="The charts, as an IMAGE.")],
-        )
-
-    @classmethod
-    def execute(cls, model, width: int) -> io.NodeOutput:
-        return io.NodeOutput(image_tensor(draw_erasures(erasures_on(model), width)))
+def spectrum_image(model, width: int = 960) -> torch.Tensor:
+    """The picture of every erasure on ``model``, as ComfyUI's IMAGE."""
+    return image_tensor(draw_erasures(erasures_on(model), width))

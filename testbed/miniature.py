@@ -1,5 +1,5 @@
 """The miniature-world model: an SD1.x-style text-to-image model, trained by
-``scripts/train_miniature.py`` on the procedural world of ``cure_core.miniworld``, that really
+``scripts/train_miniature.py`` on the procedural world of ``testbed.miniworld``, that really
 draws the concepts it is prompted with, so that erasure can be measured without a download.
 
 It is ComfyUI's own SD1.x architecture (UNet with cross-attention, CLIP text encoder with the real
@@ -89,7 +89,7 @@ def read_model_file(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dic
     if not path.is_file():
         raise FileNotFoundError(f"No miniature model at {path}: the pack ships one in models/; restore it "
                                 "(git checkout models/miniature_world.safetensors) or train it again with "
-                                "scripts/train_miniature.py (about an hour on a 2-core CPU; see the README).")
+                                "scripts/train_miniature.py (about an hour on a 2-core CPU; see docs/miniature-world.md).")
     with safetensors.safe_open(str(path), framework="pt") as f:
         parts = split_state({key: f.get_tensor(key) for key in f.keys()})
         metadata = f.metadata() or {}

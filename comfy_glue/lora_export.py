@@ -1,19 +1,18 @@
-"""Write the erasure carried by a patched MODEL: as a standard LoRA file that stock loaders read, or
-baked into the tensors of the checkpoint it was loaded from (the command line's checkpoint output)."""
+"""Write the erasure carried by a patched MODEL: as a standard LoRA file that stock loaders read (the
+**Save Erasure as LoRA** node), or baked into the tensors of the checkpoint it was loaded from (the command
+line's checkpoint output)."""
 from __future__ import annotations
 
 import json
 import os
 
 import torch
-from comfy_api.latest import io, ui
 
 import comfy.lora
 import comfy.model_detection
 import comfy.utils
 import folder_paths
 
-from .erase_cure import CATEGORY
 from .patching import ErasureAdapter, base_weights_sha256, erasures_on, original_weight
 
 LORA_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -74,33 +73,11 @@ def erasure_lora(model, dtype: torch.dtype = torch.float16) -> tuple[dict[str, t
     return state_dict, metadata
 
 
-class SaveErasureLoRA(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="CURE_SaveErasureLoRA",
-            display_name="Save Erasure as LoRA",
-            category=CATEGORY,
-            description="Writes the erasure carried by a MODEL from an Erase Concepts node as a LoRA file in "
-                        "ComfyUI's loras folder: load it on the same base model with the stock LoRA loader at "
-                        "strength 1 to get the erased model back, without the text encoder.",
-            inputs=[
-                io.Model.Input("model", tooltip="The model output of an Erase Concepts node (or several in a row)."),
-                io.String.Input("filename_prefix", default="concept_erasure",
-                                tooltip="File name in the loras folder; a counter is added."),
-                io.Combo.Input("dtype", options=tuple(LORA_DTYPES), default="fp16",
-                               tooltip="Precision of the stored factors."),
-            ],
-            outputs=[io.String.Output(display_name="path", tooltip="Where the LoRA was written.")],
-            is_output_node=True,
-        )
-
-    @classmethod
-    def execute(cls, model, filename_prefix: str, dtype: str) -> io.NodeOutput:
-        state_dict, metadata = erasure_lora(model, LORA_DTYPES[dtype])
-        folder = folder_paths.get_folder_paths("loras")[0]
-        full_folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder)
-        path = os.path.join(full_folder, f"{filename}_{counter:05}_.safetensors")
-        comfy.utils.save_torch_file(state_dict, path, metadata=metadata)
-        message = f"Saved {metadata['erasure_layers']} erased layers to {path}"
-        return io.NodeOutput(path, ui=ui.PreviewText(message))
+def save_lora_to_folder(model, filename_prefix: str, dtype: str) -> tuple[str, str]:
+    """Write :func:`erasure_lora` of ``model`` to the first ``loras`` folder: ``(path, message)``."""
+    state_dict, metadata = erasure_lora(model, LORA_DTYPES[dtype])
+    folder = folder_paths.get_folder_paths("loras")[0]
+    full_folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder)
+    path = os.path.join(full_folder, f"{filename}_{counter:05}_.safetensors")
+    comfy.utils.save_torch_file(state_dict, path, metadata=metadata)
+    return path, f"Saved {metadata['erasure_layers']} erased layers to {path}"

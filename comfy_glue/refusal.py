@@ -1,0 +1,140 @@
+"""The low-rank refusal vector on a ComfyUI MODEL: what the **Erase Concepts (Refusal Vector)** node does.
+
+Rows come from the graph's CLIP (text source) or from the denoiser's own layers while it samples the prompts
+(denoiser source); the subspace and the projection are :mod:`cure_core.refusal`."""
+from __future__ import annotations
+
+import torch
+import comfy.utils
+
+from ..cure_core.concepts import pair_rows, parse_concepts
+from ..cure_core.edit import check_strength, edit_layer, format_layer_table
+from ..cure_core.families import LAYER_CHOICES
+from ..cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pairs, refusal_eraser
+from .denoiser_activations import capture_layer_inputs
+from .encoding import encode_prompts
+from .family import detect_family
+from .patching import effective_weight, patched_clone, rows_as_read
+
+# Where the activations come from: the text encoder (fast, edits the text-reading layers) or the
+# denoiser itself (the paper's method, edits attention output projections in the last blocks).
+TEXT_SOURCE, DENOISER_SOURCE = "text embeddings", "denoiser activations"
+SOURCES = (TEXT_SOURCE, DENOISER_SOURCE)
+
+
+def _text_rows(model, clip, family, keys, pairs, neutral):
+    """Per text-reading layer key: (unsafe rows, safe rows, neutral rows or None), as the layer reads them.
+    Layers that read the same encoder rows share one tuple (hence one eraser); layers that read only an encoder
+    this CLIP lacks (it gives the model zeros there) get none."""
+    unet_config = model.model.model_config.unet_config
+    reads = {key: family.reads(key, unet_config) for key in keys}
+    prompts = [p for pair in pairs for p in pair] + neutral
+    encoded = encode_prompts(clip, prompts, tuple(dict.fromkeys(s for group in reads.values() for s in group)))
+    shared = {}
+    for group in dict.fromkeys(reads.values()):
+        segments = [s for s in group if s in encoded[0].rows]
+        if not segments:
+            continue
+        unsafe_rows, safe_rows = [], []
+        for i in range(len(pairs)):
+            unsafe, safe = encoded[2 * i], encoded[2 * i + 1]
+            for s in segments:
+                u, v = pair_rows(unsafe.ids[s], unsafe.rows[s], safe.ids[s], safe.rows[s])
+                unsafe_rows.append(u)
+                safe_rows.append(v)
+        neutral_rows = torch.cat([e.rows[s] for e in encoded[2 * len(pairs):] for s in segments]) if neutral else None
+        shared[group] = tuple(rows_as_read(model, family, r)
+                              for r in (torch.cat(unsafe_rows), torch.cat(safe_rows), neutral_rows))
+    return {key: shared[group] for key, group in reads.items() if group in shared}
+
+
+def _denoiser_rows(model, clip, keys, pairs, neutral, steps, size):
+    """Per denoiser layer key: (unsafe rows, safe rows, neutral rows or None), one row per prompt and step."""
+    prompts = [p for pair in pairs for p in pair] + neutral
+    conditionings = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
+    captured = capture_layer_inputs(model, conditionings, keys, steps, size)
+    rows = {}
+    for key in keys:
+        unsafe = torch.cat([captured[2 * i][key] for i in range(len(pairs))])
+        safe = torch.cat([captured[2 * i + 1][key] for i in range(len(pairs))])
+        neutral_rows = torch.cat([c[key] for c in captured[2 * len(pairs):]]) if neutral else None
+        rows[key] = (unsafe, safe, neutral_rows)
+    return rows
+
+
+def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".join(DEFAULT_NEUTRAL_PROMPTS),
+                       rank: int = 100, contrast: float = 1.0, strength: float = 1.0, mode: str = MODES[0],
+                       source: str = TEXT_SOURCE, layers: str = LAYER_CHOICES[0], denoiser_blocks: int = 2,
+                       denoiser_steps: int = 4, denoiser_size: int = 16):
+    """Everything the node does, as a function: returns ``(patched clone, report)``; the input MODEL is untouched."""
+    pairs = parse_pairs(pairs_text)
+    neutral = parse_concepts(neutral_text)
+    strength = check_strength(strength)
+    if source not in SOURCES:
+        raise ValueError(f"Unknown activation source {source!r}; choose one of {', '.join(SOURCES)}.")
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    family = detect_family(model)
+    state_keys = model.model.state_dict().keys()
+    if source == TEXT_SOURCE:
+        keys = family.text_layer_keys(state_keys, layers)
+    else:
+        if denoiser_blocks < 1:
+            raise ValueError(f"denoiser_blocks must be at least 1 (got {denoiser_blocks}).")
+        keys = family.denoiser_layer_keys(state_keys, denoiser_blocks)
+    if not keys:
+        raise ValueError(f"No layers to edit found in this {family.name} model: is it a complete checkpoint?")
+
+    if source == TEXT_SOURCE:
+        rows = _text_rows(model, clip, family, keys, pairs, neutral)
+        keys = [key for key in keys if key in rows]
+        for key in keys:
+            width = comfy.utils.get_attr(model.model, key).shape[1]
+            if rows[key][0].shape[1] != width:
+                raise ValueError(f"The CLIP gives {rows[key][0].shape[1]}-wide embeddings but this {family.name} "
+                                 f"model's {key.removesuffix('.weight')} reads {width}-wide ones: connect the CLIP "
+                                 "that belongs to this model.")
+    else:
+        rows = _denoiser_rows(model, clip, keys, pairs, neutral, denoiser_steps, denoiser_size)
+
+    # The edit's strength is inside the eraser (P = λ q qᵀ), so the patch goes on at strength 1.
+    device = comfy.utils.get_attr(model.model, keys[0]).device
+    built: dict[int, tuple] = {}     # the text source shares one set of rows, hence one eraser, across layers
+
+    def eraser_for(key):
+        if id(rows[key]) not in built:
+            unsafe, safe, neutral_rows = (None if r is None else r.to(device) for r in rows[key])
+            eraser = refusal_eraser(unsafe, safe, neutral_rows, rank, contrast, strength, mode)
+            # forget = what the concept adds (unsafe − safe): the share of it removed is what the report says
+            built[id(rows[key])] = (eraser, unsafe - safe, neutral_rows)
+        return built[id(rows[key])]
+
+    progress = comfy.utils.ProgressBar(len(keys))
+    edits, kept, n_rows = [], [], []
+    for key in keys:
+        eraser, differences, neutral_rows = eraser_for(key)
+        edits.append(edit_layer(key, effective_weight(model, key), eraser, differences, neutral_rows))
+        kept.append(eraser.rank)
+        n_rows.append((len(differences), 0 if neutral_rows is None else len(neutral_rows)))
+        progress.update(1)
+    recipe = {"method": "low-rank refusal vector", "family": family.name, "pairs": pairs_text.strip(),
+              "neutral_prompts": "\n".join(neutral), "rank": str(rank), "contrast": f"{contrast:g}",
+              "strength": f"{strength:g}", "mode": mode, "source": source,
+              "layers": layers if source == TEXT_SOURCE else f"last {denoiser_blocks} blocks"}
+    patched = patched_clone(model, edits, 1.0, recipe)
+    removed = [e.forget_removed for e in edits]
+    where = (f"text embeddings ({family.encoder})" if source == TEXT_SOURCE else
+             f"denoiser activations ({denoiser_steps} steps at {denoiser_size}x{denoiser_size} latent, "
+             "token-averaged layer inputs)")
+    lines = [
+        f"Low-rank refusal vector on {family.name} (ComfyUI model type {type(model.model.model_config).__name__})",
+        f"Source: {where}; {len(pairs)} pairs -> {n_rows[0][0]} paired rows; {len(neutral)} neutral prompts -> "
+        f"{n_rows[0][1]} rows (per layer)",
+        f"Mode: {mode}; rank asked {rank}, kept {min(kept)}-{max(kept)}; contrast {contrast:g}; strength {strength:g}",
+        f"Edited {len(edits)} layer{'' if len(edits) == 1 else 's'}; share of the concept's effect "
+        f"(unsafe − safe rows) removed: mean {sum(removed) / len(removed):.2%}; patches hold "
+        f"{sum(e.numel for e in edits) * 4 / 2**20:.2f} MiB",
+        "Per layer (forget = the unsafe − safe differences, retained = the neutral prompts' rows):",
+        format_layer_table(edits),
+    ]
+    return patched, "\n".join(lines)
