@@ -37,6 +37,8 @@ if _REPO not in sys.path:      # appended: ComfyUI's own top-level `nodes` must 
     sys.path.append(_REPO)
 from scripts.comfy_env import load_pack, pack_module  # noqa: E402
 from cure_core.concepts import CONCEPT_AND_END, TOKEN_SELECTIONS  # noqa: E402
+from cure_core.presets import PRESETS  # noqa: E402
+from cure_core.spectral import ONE_SPECTRUM, PER_CONCEPT  # noqa: E402
 from testbed.miniworld.detector import detect_batch, shows  # noqa: E402
 from testbed.miniworld.scenes import (ATTRIBUTES, BACKGROUNDS, COLOURS, DARK, NEIGHBOURS, TEMPLATES,  # noqa: E402
                                         VOCABULARY, chance_level, concept_attribute, prompt_for)
@@ -55,6 +57,10 @@ TASKS: dict[str, tuple[list[list[str]], list[str]]] = {
     "erase 20": ([["red", "orange", "yellow", "lime", "green", "teal", "purple", "pink", "brown", "circle", "diamond",
                    "cross", "ring", "star", "moon", "striped", "checkered", "black", "gray", "sand"]], []),
     "erase 1, keep neighbour": ([["red"]], ["orange"]),
+    # Single concepts no default was chosen on, one run each (the defaults were chosen on red and circle).
+    "erase 1, other concepts": ([["teal"], ["moon"], ["checkered"], ["gray"], ["brown"], ["cross"]], []),
+    # The miniature world's preset, as the Concept Preset node hands it to the erase node.
+    "preset: warm colours": ([list(PRESETS["warm colours"].forget)], list(PRESETS["warm colours"].retain)),
 }
 
 
@@ -146,11 +152,11 @@ def palette_error(images: np.ndarray) -> float:
 
 # ---- methods -------------------------------------------------------------------------------------
 
-def _cure(alpha: float, token_selection: str = TOKEN_SELECTIONS[0]):
+def _cure(alpha: float, token_selection: str = TOKEN_SELECTIONS[0], combination: str = PER_CONCEPT):
     def run(model, clip, forget, retain):
         erase = pack_module("comfy_glue.cure").erase_concepts
         return erase(model, clip, "\n".join(forget), "\n".join(retain), "object", ERASE_TEMPLATES, alpha, alpha,
-                     token_selection=token_selection)[0], ""
+                     token_selection=token_selection, combination=combination)[0], ""
     return run
 
 
@@ -161,9 +167,11 @@ def _uce(model, clip, forget, retain):
 
 def _refusal(model, clip, forget, retain):
     erase = pack_module("comfy_glue.refusal").erase_with_refusal
-    pairs = [f"{t.format(c)} | {' '.join(t.format('').split())}" for c in forget for t in ERASE_TEMPLATES.splitlines()[1:]]
+    # One block of pairs per concept (blank lines between them): each concept gets its own refusal direction.
+    pairs = ["\n".join(f"{t.format(c)} | {' '.join(t.format('').split())}" for t in ERASE_TEMPLATES.splitlines()[1:])
+             for c in forget]
     neutral = [f"a {c} shape" for c in retain] + ["a shape", "a drawing of a shape", "a shape on a background"]
-    return erase(model, clip, "\n".join(pairs), "\n".join(neutral))[0], ""
+    return erase(model, clip, "\n\n".join(pairs), "\n".join(neutral))[0], ""
 
 
 METHODS = {
@@ -178,6 +186,8 @@ METHODS = {
     # gets gain 0.5 at α 100, 0.02 at α 2).
     "CURE, concept + end token rows": _cure(0.0, CONCEPT_AND_END),
     "CURE alpha 100, all tokens": _cure(100.0, "all prompt tokens"),
+    # The paper's way with several concepts: one spectrum over every concept's rows (same rows and α as the defaults).
+    "CURE, one spectrum (paper)": _cure(0.0, combination=ONE_SPECTRUM),
     "refusal vector": _refusal,
     "UCE": _uce,
 }
@@ -190,21 +200,28 @@ def evaluate(sampler: Sampler, model, negative: str, forget: list[str], retain: 
     """The figures of one erased model on one forget set."""
     prompts = task_prompts(forget, retain, config)
 
+    per_concept: dict[str, list[bool]] = {}
+
     def rate(kind: str) -> float | None:
         hits = []
         for text, concepts in prompts[kind]:
             found = detect_batch(sampler.images(model, text, config.seeds, config.seed, negative))
             hits += [shows(f, c) for f in found for c in concepts]
+            if kind == "erased":
+                for c in concepts:
+                    per_concept.setdefault(c, []).extend(shows(f, c) for f in found)
         return float(np.mean(hits)) if hits else None
 
     preserved_images = [sampler.images(model, text, config.seeds, config.seed, negative)
                         for text, _ in prompts["preserved"]]
     preserved_hits = [shows(f, c) for images, (_, concepts) in zip(preserved_images, prompts["preserved"])
                       for f in detect_batch(images) for c in concepts]
-    return {"erased_rate": rate("erased"), "synonym_leak": rate("synonym"), "neighbour_acc": rate("neighbour"),
-            "preserved_acc": float(np.mean(preserved_hits)),
-            "palette_error": palette_error(np.concatenate(preserved_images)),
-            "attack_leak": attack_leak(sampler, model, negative, forget, prompts, config)}
+    figures = {"erased_rate": rate("erased"), "synonym_leak": rate("synonym"), "neighbour_acc": rate("neighbour"),
+               "preserved_acc": float(np.mean(preserved_hits)),
+               "palette_error": palette_error(np.concatenate(preserved_images)),
+               "attack_leak": attack_leak(sampler, model, negative, forget, prompts, config)}
+    figures["per_concept"] = {c: float(np.mean(v)) for c, v in per_concept.items()}
+    return figures
 
 
 def attack_leak(sampler: Sampler, model, negative: str, forget: list[str], prompts, config: Config) -> float | None:
@@ -283,6 +300,10 @@ def run(config: Config, log=print, quality: dict | None = None, model_file: Path
                    "chance": float(np.mean([chance_level(c) for fs in forget_sets for c in fs])),
                    "seconds": float(np.mean(seconds))}
             for name in figures[0]:
+                if name == "per_concept":    # each erased concept's own rate, with its chance level
+                    row[name] = {c: {"erased_rate": rate, "chance": chance_level(c)}
+                                 for f in figures for c, rate in f[name].items()}
+                    continue
                 values = [f[name] for f in figures if f[name] is not None]
                 row[name] = float(np.mean(values)) if values else None
             rows.append(row)
@@ -350,15 +371,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for results.json (the rows), results.md, results.png and run.json (settings)")
     parser.add_argument("--quick", action="store_true",
-                        help="the reduced run CI makes: erase red; original, CURE (defaults), refusal vector")
+                        help="the reduced run CI makes: erase red, erase 5; original, CURE (defaults), refusal vector")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--model", type=Path, default=None, help="a miniature model file (default: the pack's)")
+    parser.add_argument("--tasks", help="only these tasks, separated by '|' (default: all)")
+    parser.add_argument("--methods", help="only these methods, separated by '|' (default: all)")
     parser.add_argument("--quality-only", action="store_true",
                         help="only measure the original model's quality bar (per concept, share of its pictures showing it)")
     args = parser.parse_args(argv)
     config = quick_config() if args.quick else Config()
     if args.seeds:
         config.seeds = args.seeds
+    for name in ("tasks", "methods"):
+        chosen = getattr(args, name)
+        if chosen:
+            known = TASKS if name == "tasks" else METHODS
+            unknown = [c for c in chosen.split("|") if c not in known]
+            if unknown:
+                parser.error(f"unknown {name}: {unknown}; known: {list(known)}")
+            setattr(config, name, chosen.split("|"))
     started = time.time()
     torch.manual_seed(0)
     quality: dict[str, float] = {}
@@ -381,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def quick_config() -> Config:
-    return Config(seeds=6, prompts_per_concept=3, preserved_prompts=8, attack_concepts=0, tasks=["erase 1"],
+    return Config(seeds=6, prompts_per_concept=3, preserved_prompts=8, attack_concepts=0, tasks=["erase 1", "erase 5"],
                   methods=["original", "CURE (defaults)", "refusal vector"], single_concepts=1)
 
 

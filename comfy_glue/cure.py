@@ -10,10 +10,11 @@ import torch
 import comfy.utils
 
 from ..cure_core.concepts import DEFAULT_ALPHA, TOKEN_SELECTIONS, expand, parse_concepts, parse_templates
-from ..cure_core.edit import LayerEdit, check_strength, edit_layer, format_layer_table
-from ..cure_core.erasure_file import CURE_METHOD, ConceptRows, number_text, row_set_name
+from ..cure_core.edit import LayerEdit, check_strength, edit_layer, format_layer_table, row_sketch
+from ..cure_core.erasure_file import CURE_METHOD, RAW_ROWS, ROWS_AS_READ, ConceptRows, number_text, row_set_name
 from ..cure_core.families import LAYER_CHOICES, Family, TextSegment
-from ..cure_core.spectral import LowRankEraser, check_alpha, low_rank_eraser
+from ..cure_core.spectral import (COMBINATIONS, ONE_SPECTRUM, PER_CONCEPT, LowRankEraser, check_alpha,
+                                  concept_set_eraser)
 from .encoding import EncodedConcepts, encode_concept_groups
 from .family import detect_family
 from .patching import effective_weight, patched_clone, rows_as_read
@@ -32,7 +33,7 @@ def resolve_alpha(value: float, kind: str, name: str) -> float:
 def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: str = "style", templates_text: str = "",
                    alpha_forget: float = AUTO, alpha_retain: float = AUTO, strength: float = 1.0,
                    layers: str = LAYER_CHOICES[0], token_selection: str = TOKEN_SELECTIONS[0],
-                   erase_pooled: bool = False):
+                   erase_pooled: bool = False, combination: str = PER_CONCEPT):
     """Everything the node does, as a function: returns ``(patched clone, report)``.
 
     All inputs are checked before anything is computed; the input MODEL is never modified.
@@ -50,6 +51,8 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
     strength = check_strength(strength)
     if token_selection not in TOKEN_SELECTIONS:
         raise ValueError(f"Unknown token selection {token_selection!r}; choose one of {', '.join(TOKEN_SELECTIONS)}.")
+    if combination not in COMBINATIONS:
+        raise ValueError(f"Unknown combination {combination!r}; choose one of {', '.join(COMBINATIONS)}.")
     family = detect_family(model)
     keys = family.text_layer_keys(model.model.state_dict().keys(), layers)
     if not keys:
@@ -67,11 +70,13 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
         forget_enc, retain_enc = sets
         rows.update(concept_rows(forget_enc, retain_enc, len(templates), row_group(family, segments)))
         labels += forget_enc.segments
+    rows = {name: compact_rows(model, family, name, concept_set, alpha_r if "retain" in name else alpha_f)
+            for name, concept_set in rows.items()}
     recipe = {"method": CURE_METHOD, "family": family.name, "forget": "\n".join(forget),
               "retain": "\n".join(retain), "concept_kind": kind, "templates": "\n".join(templates),
               "alpha_forget": number_text(alpha_f), "alpha_retain": number_text(alpha_r),
               "strength": number_text(strength), "token_selection": token_selection, "layers": layers,
-              "erase_pooled": str(bool(with_pooled)),
+              "erase_pooled": str(bool(with_pooled)), "combination": combination, "rows": ROWS_AS_READ,
               "text_outputs": ", ".join(dict.fromkeys(labels))}
     return erase_rows(model, family, keys, rows, recipe, erase_pooled)
 
@@ -108,6 +113,16 @@ def concept_rows(forget: EncodedConcepts, retain: EncodedConcepts | None, templa
     return rows
 
 
+def compact_rows(model, family: Family, name: str, concept_set: ConceptRows, alpha: float) -> ConceptRows:
+    """A concept set as the erasure keeps it: the rows as the edited layers read them (the pooled vectors as they
+    are), each concept's reduced to its spectral factor. Every spectrum, projector and figure comes out the
+    same, and an erasure file holds a few rows per concept instead of every padded row of every prompt."""
+    if not name.startswith("pooled_"):
+        concept_set = ConceptRows(concept_set.concepts, concept_set.counts,
+                                  rows_as_read(model, family, concept_set.rows))
+    return concept_set.compacted(alpha)
+
+
 @dataclass(frozen=True)
 class _Group:
     """One set of rows that some of the edited layers read, and the eraser built from it."""
@@ -126,6 +141,8 @@ def erase_rows(model, family: Family, keys: list[str], rows: dict[str, ConceptRo
     left as they are."""
     alpha_f, alpha_r = float(recipe["alpha_forget"]), float(recipe["alpha_retain"])
     strength = float(recipe["strength"])
+    combination = recipe.get("combination", ONE_SPECTRUM)      # erasures saved before per-concept spectra existed
+    as_read = recipe.get("rows", RAW_ROWS) == ROWS_AS_READ
     planned = []
     for segments, group_keys in layers_by_rows(model, family, keys).items():
         group = row_group(family, segments)
@@ -148,24 +165,28 @@ def erase_rows(model, family: Family, keys: list[str], rows: dict[str, ConceptRo
     by_key: dict[str, LayerEdit] = {}
     spectra: dict[str, torch.Tensor] = {}
     for segments, group, group_keys, forget, retain, device in planned:
-        forget_rows = rows_as_read(model, family, forget.rows.to(device))
-        retain_rows = None if retain is None else rows_as_read(model, family, retain.rows.to(device))
-        eraser = low_rank_eraser(forget_rows, retain_rows, alpha_f, alpha_r)
+        forget_rows, retain_rows = (None if r is None else r.rows.to(device) if as_read else
+                                    rows_as_read(model, family, r.rows.to(device)) for r in (forget, retain))
+        eraser = concept_set_eraser(forget_rows, forget.counts, retain_rows, () if retain is None else retain.counts,
+                                    alpha_f, alpha_r, combination)
         groups.append(_Group(", ".join(s.label for s in segments), forget, retain, eraser, len(group_keys)))
         spectra[row_set_name("forget_energy", group)] = eraser.energy
         spectra[row_set_name("forget_gains", group)] = eraser.gains
         if eraser.retain_energy is not None:
             spectra[row_set_name("retain_energy", group)] = eraser.retain_energy
             spectra[row_set_name("retain_gains", group)] = eraser.retain_gains
+        # The report's figures depend on the rows only through their Gram matrix: measured on a few rows.
+        forget_sketch = row_sketch(forget_rows)
+        retain_sketch = None if retain_rows is None else row_sketch(retain_rows)
         for key in group_keys:   # one float32 copy of one weight at a time (SDXL has 140 such weights)
-            by_key[key] = edit_layer(key, effective_weight(model, key), eraser, forget_rows, retain_rows)
+            by_key[key] = edit_layer(key, effective_weight(model, key), eraser, forget_sketch, retain_sketch)
             progress.update(1)
     skipped = [k for k in keys if k not in by_key]
     edits = [by_key[k] for k in keys if k in by_key]              # state-dict order
     pooled_edit = None
     if with_pooled:
-        pooled_edit = _pooled_edit(model, family, rows["pooled_forget"].rows, rows.get("pooled_retain"), alpha_f,
-                                   alpha_r)
+        pooled_edit = _pooled_edit(model, family, rows["pooled_forget"], rows.get("pooled_retain"), alpha_f, alpha_r,
+                                   combination)
         edits.append(pooled_edit)
         progress.update(1)
     patched = patched_clone(model, edits, strength, recipe, rows, spectra)
@@ -173,18 +194,19 @@ def erase_rows(model, family: Family, keys: list[str], rows: dict[str, ConceptRo
     return patched, report
 
 
-def _pooled_edit(model, family: Family, forget: torch.Tensor, retain: ConceptRows | None,
-                 alpha_f: float, alpha_r: float) -> LayerEdit:
+def _pooled_edit(model, family: Family, forget: ConceptRows, retain: ConceptRows | None,
+                 alpha_f: float, alpha_r: float, combination: str) -> LayerEdit:
     """The same spectral edit on the pooled vector, applied to the leading columns of the pooled layer."""
     key = family.pooled.key
     weight = effective_weight(model, key)
-    width = forget.shape[1]
+    width = forget.rows.shape[1]
     if weight.shape[1] < width:
         raise ValueError(f"{key} reads {weight.shape[1]} features, fewer than the {width}-wide pooled vector.")
-    forget = forget.to(weight.device)
+    forget_pooled = forget.rows.to(weight.device)
     retain_pooled = None if retain is None else retain.rows.to(weight.device)
-    eraser = low_rank_eraser(forget, retain_pooled, alpha_f, alpha_r)
-    return edit_layer(key, weight, eraser, forget, retain_pooled, columns=width)
+    eraser = concept_set_eraser(forget_pooled, forget.counts, retain_pooled, () if retain is None else retain.counts,
+                                alpha_f, alpha_r, combination)
+    return edit_layer(key, weight, eraser, forget_pooled, retain_pooled, columns=width)
 
 
 def _report(family: Family, model, recipe: dict[str, str], groups: list[_Group], edits: list[LayerEdit],
@@ -205,7 +227,8 @@ def _report(family: Family, model, recipe: dict[str, str], groups: list[_Group],
     lines = [
         f"CURE Spectral Eraser on {family.name} (ComfyUI model type {type(model.model.model_config).__name__})",
         f"Embeddings: {family.encoder}; rows from tokenizer output(s) {recipe['text_outputs']}: "
-        f"{recipe['token_selection']}; {len(templates)} template(s) per concept",
+        f"{recipe['token_selection']}; {len(templates)} template(s) per concept; concepts combined: "
+        f"{recipe.get('combination', ONE_SPECTRUM)}",
     ]
     if len(groups) == 1:
         lines += [f"Forget (alpha {alpha_f}): {counts(first.forget)}",

@@ -10,7 +10,7 @@ import comfy.utils
 from ..cure_core.concepts import pair_rows, parse_concepts
 from ..cure_core.edit import check_strength, edit_layer, format_layer_table
 from ..cure_core.families import LAYER_CHOICES
-from ..cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pairs, refusal_eraser
+from ..cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pair_groups, refusal_eraser_per_concept
 from .denoiser_activations import capture_layer_inputs
 from .encoding import encode_prompts
 from .family import detect_family
@@ -22,10 +22,11 @@ TEXT_SOURCE, DENOISER_SOURCE = "text embeddings", "denoiser activations"
 SOURCES = (TEXT_SOURCE, DENOISER_SOURCE)
 
 
-def _text_rows(model, clip, family, keys, pairs, neutral):
-    """Per text-reading layer key: (unsafe rows, safe rows, neutral rows or None), as the layer reads them.
-    Layers that read the same encoder rows share one tuple (hence one eraser); layers that read only an encoder
-    this CLIP lacks (it gives the model zeros there) get none."""
+def _text_rows(model, clip, family, keys, pairs, neutral, concepts):
+    """Per text-reading layer key: ([(unsafe rows, safe rows) per concept], neutral rows or None), as the layer
+    reads them (``concepts``: the pairs' indices per concept). Layers that read the same encoder rows share one
+    tuple (hence one eraser); layers that read only an encoder this CLIP lacks (it gives the model zeros there)
+    get none."""
     unet_config = model.model.model_config.unet_config
     reads = {key: family.reads(key, unet_config) for key in keys}
     prompts = [p for pair in pairs for p in pair] + neutral
@@ -35,30 +36,30 @@ def _text_rows(model, clip, family, keys, pairs, neutral):
         segments = [s for s in group if s in encoded[0].rows]
         if not segments:
             continue
-        unsafe_rows, safe_rows = [], []
+        per_pair = []
         for i in range(len(pairs)):
             unsafe, safe = encoded[2 * i], encoded[2 * i + 1]
-            for s in segments:
-                u, v = pair_rows(unsafe.ids[s], unsafe.rows[s], safe.ids[s], safe.rows[s])
-                unsafe_rows.append(u)
-                safe_rows.append(v)
+            blocks = [pair_rows(unsafe.ids[s], unsafe.rows[s], safe.ids[s], safe.rows[s]) for s in segments]
+            per_pair.append(tuple(torch.cat(side) for side in zip(*blocks)))
         neutral_rows = torch.cat([e.rows[s] for e in encoded[2 * len(pairs):] for s in segments]) if neutral else None
-        shared[group] = tuple(rows_as_read(model, family, r)
-                              for r in (torch.cat(unsafe_rows), torch.cat(safe_rows), neutral_rows))
+        grouped = [tuple(rows_as_read(model, family, torch.cat([per_pair[i][side] for i in indices])) for side in (0, 1))
+                   for indices in concepts]
+        shared[group] = (grouped, rows_as_read(model, family, neutral_rows))
     return {key: shared[group] for key, group in reads.items() if group in shared}
 
 
-def _denoiser_rows(model, clip, keys, pairs, neutral, steps, size):
-    """Per denoiser layer key: (unsafe rows, safe rows, neutral rows or None), one row per prompt and step."""
+def _denoiser_rows(model, clip, keys, pairs, neutral, steps, size, concepts):
+    """Per denoiser layer key: ([(unsafe rows, safe rows) per concept], neutral rows or None), one row per prompt
+    and step."""
     prompts = [p for pair in pairs for p in pair] + neutral
     conditionings = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
     captured = capture_layer_inputs(model, conditionings, keys, steps, size)
     rows = {}
     for key in keys:
-        unsafe = torch.cat([captured[2 * i][key] for i in range(len(pairs))])
-        safe = torch.cat([captured[2 * i + 1][key] for i in range(len(pairs))])
+        grouped = [tuple(torch.cat([captured[2 * i + side][key] for i in indices]) for side in (0, 1))
+                   for indices in concepts]
         neutral_rows = torch.cat([c[key] for c in captured[2 * len(pairs):]]) if neutral else None
-        rows[key] = (unsafe, safe, neutral_rows)
+        rows[key] = (grouped, neutral_rows)
     return rows
 
 
@@ -67,7 +68,10 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
                        source: str = TEXT_SOURCE, layers: str = LAYER_CHOICES[0], denoiser_blocks: int = 2,
                        denoiser_steps: int = 4, denoiser_size: int = 16):
     """Everything the node does, as a function: returns ``(patched clone, report)``; the input MODEL is untouched."""
-    pairs = parse_pairs(pairs_text)
+    pair_groups = parse_pair_groups(pairs_text)
+    pairs = [pair for group in pair_groups for pair in group]
+    starts = [sum(map(len, pair_groups[:g])) for g in range(len(pair_groups))]
+    concepts = [list(range(start, start + len(group))) for start, group in zip(starts, pair_groups)]
     neutral = parse_concepts(neutral_text)
     strength = check_strength(strength)
     if source not in SOURCES:
@@ -86,16 +90,16 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
         raise ValueError(f"No layers to edit found in this {family.name} model: is it a complete checkpoint?")
 
     if source == TEXT_SOURCE:
-        rows = _text_rows(model, clip, family, keys, pairs, neutral)
+        rows = _text_rows(model, clip, family, keys, pairs, neutral, concepts)
         keys = [key for key in keys if key in rows]
         for key in keys:
             width = comfy.utils.get_attr(model.model, key).shape[1]
-            if rows[key][0].shape[1] != width:
-                raise ValueError(f"The CLIP gives {rows[key][0].shape[1]}-wide embeddings but this {family.name} "
+            if rows[key][0][0][0].shape[1] != width:
+                raise ValueError(f"The CLIP gives {rows[key][0][0][0].shape[1]}-wide embeddings but this {family.name} "
                                  f"model's {key.removesuffix('.weight')} reads {width}-wide ones: connect the CLIP "
                                  "that belongs to this model.")
     else:
-        rows = _denoiser_rows(model, clip, keys, pairs, neutral, denoiser_steps, denoiser_size)
+        rows = _denoiser_rows(model, clip, keys, pairs, neutral, denoiser_steps, denoiser_size, concepts)
 
     # The edit's strength is inside the eraser (P = λ q qᵀ), so the patch goes on at strength 1.
     device = comfy.utils.get_attr(model.model, keys[0]).device
@@ -103,10 +107,12 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
 
     def eraser_for(key):
         if id(rows[key]) not in built:
-            unsafe, safe, neutral_rows = (None if r is None else r.to(device) for r in rows[key])
-            eraser = refusal_eraser(unsafe, safe, neutral_rows, rank, contrast, strength, mode)
-            # forget = what the concept adds (unsafe − safe): the share of it removed is what the report says
-            built[id(rows[key])] = (eraser, unsafe - safe, neutral_rows)
+            grouped, neutral_rows = rows[key]
+            grouped = [(unsafe.to(device), safe.to(device)) for unsafe, safe in grouped]
+            neutral_rows = None if neutral_rows is None else neutral_rows.to(device)
+            eraser = refusal_eraser_per_concept(grouped, neutral_rows, rank, contrast, strength, mode)
+            # forget = what the concepts add (unsafe − safe): the share of it removed is what the report says
+            built[id(rows[key])] = (eraser, torch.cat([u - v for u, v in grouped]), neutral_rows)
         return built[id(rows[key])]
 
     progress = comfy.utils.ProgressBar(len(keys))
@@ -130,6 +136,8 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
         f"Low-rank refusal vector on {family.name} (ComfyUI model type {type(model.model.model_config).__name__})",
         f"Source: {where}; {len(pairs)} pairs -> {n_rows[0][0]} paired rows; {len(neutral)} neutral prompts -> "
         f"{n_rows[0][1]} rows (per layer)",
+        f"Concepts: {len(concepts)} (pairs separated by blank lines); one refusal direction"
+        f"{' or subspace' if mode != MODES[0] else ''} each, projected out together",
         f"Mode: {mode}; rank asked {rank}, kept {min(kept)}-{max(kept)}; contrast {contrast:g}; strength {strength:g}",
         f"Edited {len(edits)} layer{'' if len(edits) == 1 else 's'}; share of the concept's effect "
         f"(unsafe − safe rows) removed: mean {sum(removed) / len(removed):.2%}; patches hold "

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..cure_core.erasure_file import CURE_METHOD, Erasure, row_set_name, split_row_set_name
+from ..cure_core.spectral import PER_CONCEPT
 from .patching import erasures_on
 
 MAX_BARS = 48                      # components shown per spectrum (the strongest ones)
@@ -39,6 +40,7 @@ def charts_for(erasure: Erasure) -> tuple[str, list[Chart]]:
     charts = []
     spectra = erasure.record.spectra
     groups = dict.fromkeys(split_row_set_name(name)[1] for name in spectra)     # in the order they were built
+    per_concept = recipe.get("combination") == PER_CONCEPT     # spectra of every concept's own rows, strongest first
     for group in groups:
         for name, colour, alpha in (("forget", FORGET, recipe.get("alpha_forget")),
                                     ("retain", RETAIN, recipe.get("alpha_retain"))):
@@ -50,7 +52,8 @@ def charts_for(erasure: Erasure) -> tuple[str, list[Chart]]:
             note = (f"strongest {shown} of {len(energy)} components" if shown < len(energy)
                     else f"{len(energy)} components")
             where = "" if group is None else f" ({group})"
-            charts.append(Chart(f"{name.capitalize()} set{where}: energy share r and expanded f(r; alpha={alpha})",
+            shares = "each concept's energy shares r" if per_concept else "energy share r"
+            charts.append(Chart(f"{name.capitalize()} set{where}: {shares} and expanded f(r; alpha={alpha})",
                                 (("r", INK, tuple(energy[:shown])), (f"f(r; {alpha})", colour, tuple(gains[:shown]))),
                                 overlay=True, note=note, group=group))
     keys = list(erasure.record.figures)

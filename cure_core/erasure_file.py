@@ -36,12 +36,21 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .spectral import ONE_SPECTRUM, spectral_factor
+
 FORMAT = "concept-erasure"
 FORMAT_VERSION = "1"
 CURE_METHOD = "CURE spectral eraser"
 ROW_SETS = ("forget", "retain", "pooled_forget", "pooled_retain")
 # Recipe entries two CURE erasures must share to be merged into one projector.
-UNION_SETTINGS = ("family", "alpha_forget", "alpha_retain", "token_selection", "layers", "erase_pooled")
+UNION_SETTINGS = ("family", "alpha_forget", "alpha_retain", "token_selection", "layers", "erase_pooled", "combination",
+                  "rows")
+# The recipe's "rows": what the stored rows are. Today each concept's spectral factor of the rows as the edited
+# layers read them (after a family's text norm); erasures saved before that stored the encoder's raw rows.
+ROWS_AS_READ = "spectral factor per concept, as read"
+RAW_ROWS = "encoder rows"
+# What a setting was before the recipe recorded it (erasures saved before per-concept spectra existed).
+SETTING_DEFAULTS = {"combination": ONE_SPECTRUM, "rows": RAW_ROWS}
 
 
 GROUP_MARK = "@"
@@ -70,6 +79,13 @@ class ConceptRows:
         if len(self.concepts) != len(self.counts) or sum(self.counts) != self.rows.shape[0] or self.rows.ndim != 2:
             raise ValueError(f"{len(self.concepts)} concepts with {sum(self.counts)} rows do not describe a "
                              f"{tuple(self.rows.shape)} matrix: the erasure data is damaged.")
+
+    def compacted(self, alpha: float) -> ConceptRows:
+        """Each concept's rows replaced by its :func:`~cure_core.spectral.spectral_factor`: the same spectra,
+        projectors and figures at any α up to ``alpha`` (at least the node's largest), in a few rows instead of
+        every padded row."""
+        blocks = [spectral_factor(block, alpha) for block in torch.split(self.rows, list(self.counts))]
+        return ConceptRows(self.concepts, tuple(b.shape[0] for b in blocks), torch.cat(blocks))
 
     def union(self, other: ConceptRows) -> ConceptRows:
         """These rows, then the rows of ``other``'s concepts that are not already here (first one wins)."""
@@ -254,9 +270,10 @@ def union_of(records_and_strengths: list[tuple[ErasureRecord, float]]) -> Erasur
     first, strength = records_and_strengths[0]
     for record, other_strength in records_and_strengths[1:]:
         for setting in UNION_SETTINGS:
-            if record.recipe.get(setting) != first.recipe.get(setting):
-                raise ValueError(f"The erasures differ in {setting} ({first.recipe.get(setting)!r} vs "
-                                 f"{record.recipe.get(setting)!r}): one merged projector has one {setting}. "
+            mine, theirs = (r.recipe.get(setting, SETTING_DEFAULTS.get(setting)) for r in (first, record))
+            if theirs != mine:
+                raise ValueError(f"The erasures differ in {setting} ({mine!r} vs {theirs!r}): one merged projector "
+                                 f"has one {setting}. "
                                  "Recompute one of them with the other's setting.")
         if not math.isclose(other_strength, strength, rel_tol=1e-6, abs_tol=1e-9):
             raise ValueError(f"The erasures were applied at different strengths ({strength:g} vs {other_strength:g}): "

@@ -65,6 +65,14 @@ PRESETS: dict[str, ConceptPreset] = {p.name: p for p in (
         templates=("{}", "the {} logo", "a product with the {} logo", "a sign of {}"),
         alpha_forget=2.0, alpha_retain=2.0,
         summary="Ten brand names and their logos; keeps the products themselves."),
+    ConceptPreset(
+        "warm colours", "object",
+        forget=("red", "orange", "yellow", "pink", "brown"),
+        retain=("lime", "purple"),
+        templates=("{}", "a {} shape", "a drawing of a {} shape"),
+        alpha_forget=2.0, alpha_retain=2.0,
+        summary="The miniature world's warm colours (for the Miniature World Model and its benchmark); keeps "
+                "lime and purple, the cool neighbours of yellow and pink."),
 )}
 PRESET_NAMES = tuple(PRESETS)
 

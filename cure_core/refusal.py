@@ -95,6 +95,24 @@ def refusal_eraser(unsafe: torch.Tensor, safe: torch.Tensor, neutral: torch.Tens
     return LowRankEraser(left.to(dtype), right.contiguous().to(dtype), energy.to(dtype), gains.to(dtype))
 
 
+def refusal_eraser_per_concept(groups: list[tuple[torch.Tensor, torch.Tensor]], neutral: torch.Tensor | None = None,
+                               rank: int = 100, contrast: float = 1.0, strength: float = 1.0, mode: str = MODES[0],
+                               dtype: torch.dtype = torch.float32) -> LowRankEraser:
+    """Several concepts, each with its own pairs: every concept's refusal direction (or rank-k subspace) from its
+    own pairs against the shared neutral rows, and one projection onto the span of them all,
+    ``P = λ Q Qᵀ`` (``Q`` orthonormal). A single mean over every concept's pairs would average the concepts'
+    directions into one that is none of them; one concept gives exactly :func:`refusal_eraser`."""
+    if len(groups) == 1:
+        return refusal_eraser(*groups[0], neutral, rank, contrast, strength, mode, dtype)
+    erasers = [refusal_eraser(unsafe, safe, neutral, rank, contrast, 1.0, mode, torch.float64)
+               for unsafe, safe in groups]
+    span, _ = spectral_basis(torch.cat([e.right for e in erasers]))      # each right is orthonormal rows
+    energy = torch.cat([e.energy for e in erasers])
+    gains = torch.full((span.shape[1],), float(strength), dtype=torch.float64)
+    return LowRankEraser((strength * span).to(dtype), span.T.contiguous().to(dtype),
+                         (energy / energy.sum()).to(dtype), gains.to(dtype))
+
+
 def refusal_projector(unsafe: torch.Tensor, safe: torch.Tensor, neutral: torch.Tensor | None = None, rank: int = 100,
                       contrast: float = 1.0, strength: float = 1.0, mode: str = MODES[0]) -> torch.Tensor:
     """The ``d × d`` matrix ``P`` such that the edit is ``W' = W − W P`` (float64)."""
@@ -110,19 +128,31 @@ DEFAULT_NEUTRAL_PROMPTS = (
 )
 
 
-def parse_pairs(text: str) -> list[tuple[str, str]]:
-    """One pair per line, ``unsafe prompt | safe prompt``; blank lines and ``#`` comments are ignored."""
-    pairs = []
+def parse_pair_groups(text: str) -> list[list[tuple[str, str]]]:
+    """One pair per line, ``unsafe prompt | safe prompt``; ``#`` comments are ignored. A blank line between
+    pairs starts another concept: each concept gets its own refusal direction (see
+    :func:`refusal_eraser_per_concept`); pairs without blank lines between them are one concept, as in the paper."""
+    groups: list[list[tuple[str, str]]] = [[]]
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
-        if not line or line.startswith("#"):
+        if not line:
+            if groups[-1]:
+                groups.append([])
+            continue
+        if line.startswith("#"):
             continue
         if line.count("|") != 1:
             raise ValueError(f"Line {number} ({line!r}) must be 'prompt with the concept | the same prompt without it'.")
         unsafe, safe = (part.strip() for part in line.split("|"))
         if not unsafe or not safe or unsafe == safe:
             raise ValueError(f"Line {number}: both prompts must be given and differ (by the concept only).")
-        pairs.append((unsafe, safe))
-    if not pairs:
+        groups[-1].append((unsafe, safe))
+    groups = [group for group in groups if group]
+    if not groups:
         raise ValueError("No prompt pairs: give about five lines of 'prompt with the concept | the same prompt without it'.")
-    return pairs
+    return groups
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """Every pair of :func:`parse_pair_groups`, whatever concept it belongs to."""
+    return [pair for group in parse_pair_groups(text) for pair in group]

@@ -8,6 +8,14 @@ The operator applied to every weight ``W`` that reads text embeddings is
 ``W' = W (I − P_dis)`` with ``P_dis = P_f − P_f P_r``. Because ``P_f = U_f G U_fᵀ``,
 ``P_dis = (U_f G)(U_fᵀ (I − P_r))`` has rank at most ``rank(E_f)`` and the edit is
 stored as two thin factors (:class:`LowRankEraser`), never as a dense ``d × d`` matrix.
+
+Several concepts: the paper's form takes one spectrum over all their rows (:func:`low_rank_eraser`),
+which dilutes each concept's energy shares. :func:`joint_eraser` keeps a spectrum per concept and
+combines them once: CURE's expansion multiplies a component's odds, ``f/(1 − f) = α r/(1 − r)``, and
+``P = M_f (M_f + M_r + I)⁻¹`` with ``M = Σ_concepts U diag(odds) Uᵀ`` is the least-squares operator
+that removes every forget concept's components and keeps every retain concept's at those odds (the
+ridge solution of ``min ‖(I − P) F‖² + ‖P R‖² + ‖P‖²``, ``F Fᵀ = M_f``, ``R Rᵀ = M_r``). One concept
+without a retain set gives exactly the paper's ``P_f``.
 """
 from __future__ import annotations
 
@@ -83,17 +91,51 @@ def spectral_basis(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return basis[:, order], energy[order]
 
 
-def expanded_basis(embeddings: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(U, r, f(r; α))`` of :func:`spectral_basis`, without the components whose gain is below ``MIN_GAIN``."""
+def principal_rows(rows: torch.Tensor, min_share: float = 0.0, energy: float = 1.0) -> torch.Tensor:
+    """Rows ``B`` (``[k, d]``, ``k ≤ n``) with ``BᵀB = EᵀE`` restricted to the strongest principal components of
+    ``rows``: those whose energy share is at least ``min_share``, until they hold ``energy`` of the total (the
+    strongest always). Everything built from a set of rows here (spectra, projectors, the report's figures)
+    depends on them only through ``EᵀE``, so ``B`` stands in for them."""
+    basis, shares = spectral_basis(rows)
+    keep = int((shares >= min_share).sum())
+    if energy < 1.0:
+        needed = torch.searchsorted(torch.cumsum(shares, 0), torch.tensor(energy, dtype=shares.dtype)).item() + 1
+        keep = min(keep, int(needed))
+    keep = max(1, min(keep, shares.numel()))
+    total = rows.to(torch.float64).square().sum()
+    return ((shares[:keep] * total).sqrt()[:, None] * basis[:, :keep].T).to(rows.dtype)
+
+
+# The largest α the node's inputs take: a component whose gain cannot reach MIN_GAIN at it never enters a projector.
+MAX_NODE_ALPHA = 1000.0
+
+
+def smallest_useful_share(alpha: float = MAX_NODE_ALPHA) -> float:
+    """The smallest energy share whose gain ``f(r; α)`` reaches ``MIN_GAIN`` (1.0e-6 at α = 1000)."""
+    return MIN_GAIN / (alpha - (alpha - 1.0) * MIN_GAIN)
+
+
+def spectral_factor(rows: torch.Tensor, alpha: float = MAX_NODE_ALPHA) -> torch.Tensor:
+    """A concept's rows reduced to its principal components that can still reach the gain cutoff at any α up to
+    ``max(alpha, MAX_NODE_ALPHA)`` (:func:`principal_rows`): what an erasure stores instead of every padded row.
+    Within one spectrum over several concepts a component's share is never larger than within its own concept,
+    so the paper's combination loses nothing either."""
+    return principal_rows(rows, min_share=smallest_useful_share(max(alpha, MAX_NODE_ALPHA)))
+
+
+def expanded_basis(embeddings: torch.Tensor, alpha: float,
+                   min_gain: float = MIN_GAIN) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(U, r, f(r; α))`` of :func:`spectral_basis`, without the components whose gain is below ``min_gain``."""
     basis, energy = spectral_basis(embeddings)
     gains = expansion(energy, alpha)
-    keep = gains >= min(MIN_GAIN, float(gains.max()))          # the strongest component always stays
+    keep = gains >= min(min_gain, float(gains.max()))          # the strongest component always stays
     return basis[:, keep], energy[keep], gains[keep]
 
 
-def energy_projector(embeddings: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``P = U diag(f(r; α)) Uᵀ`` for one set of embeddings, as a dense ``d × d`` float64 matrix."""
-    basis, _, gains = expanded_basis(embeddings, alpha)
+def energy_projector(embeddings: torch.Tensor, alpha: float, min_gain: float = 0.0) -> torch.Tensor:
+    """``P = U diag(f(r; α)) Uᵀ`` for one set of embeddings, as a dense ``d × d`` float64 matrix (components whose
+    gain is below ``min_gain`` left out; by default none is)."""
+    basis, _, gains = expanded_basis(embeddings, alpha, min_gain)
     return (basis * gains) @ basis.T
 
 
@@ -177,7 +219,10 @@ def _check_retain_leaves_something(gains: torch.Tensor, right: torch.Tensor) -> 
     """
     scaled = gains[:, None] * right
     strongest = torch.linalg.eigvalsh(scaled @ scaled.T).max().clamp_min(0).sqrt()
-    share = float(strongest / gains.max())
+    _refuse_if_cancelled(float(strongest / gains.max()))
+
+
+def _refuse_if_cancelled(share: float) -> None:
     if share < MIN_SURVIVING_ERASURE:
         raise ValueError(
             f"The retain concepts cover the forget concepts: the strongest erasure left is {share:.2%} of what "
@@ -186,17 +231,121 @@ def _check_retain_leaves_something(gains: torch.Tensor, right: torch.Tensor) -> 
 
 
 def discriminative_projector(forget: torch.Tensor, retain: torch.Tensor | None = None,
-                             alpha_forget: float = 2.0, alpha_retain: float = 2.0) -> torch.Tensor:
+                             alpha_forget: float = 2.0, alpha_retain: float = 2.0,
+                             min_gain: float = 0.0) -> torch.Tensor:
     """``P_dis = P_f − P_f P_r`` (``P_f`` alone when ``retain`` is None), as a dense ``d × d`` matrix.
 
-    Written exactly as the paper's equations, in float64, for checking and small
-    problems; patching uses :func:`low_rank_eraser`, which gives the same operator.
+    The paper's equations exactly, in float64, for checking and small problems. With ``min_gain``
+    (0 by default) the components whose gain is below it are left out, as :func:`low_rank_eraser`
+    (``MIN_GAIN``) leaves them out where the edit is built: the two then give the same operator.
     """
-    p_forget = energy_projector(forget, alpha_forget)
+    p_forget = energy_projector(forget, alpha_forget, min_gain)
     if retain is None:
         return p_forget
     if retain.shape[-1] != forget.shape[-1]:
         raise ValueError(f"forget embeddings are {forget.shape[-1]}-wide but retain embeddings are "
                          f"{retain.shape[-1]}-wide: encode both with the same text encoder.")
-    p_retain = energy_projector(retain, alpha_retain)
+    p_retain = energy_projector(retain, alpha_retain, min_gain)
     return p_forget - p_forget @ p_retain
+
+
+# The largest odds a component gets: a gain of 1 (a concept with a single direction) would be infinite odds;
+# 1e6 keeps its gain at 1 − 1e-6 (nothing a weight in any precision can tell from 1) and the k × k system
+# well conditioned.
+MAX_ODDS = 1e6
+# How the forget concepts' spectra are combined (the node's "combination" input).
+PER_CONCEPT = "per concept (joint)"
+ONE_SPECTRUM = "one spectrum (paper)"
+COMBINATIONS = (PER_CONCEPT, ONE_SPECTRUM)
+
+
+def split_rows(rows: torch.Tensor, counts: tuple[int, ...] | list[int]) -> list[torch.Tensor]:
+    """The row blocks of a concept set stored concept after concept (``counts[i]`` rows for concept ``i``)."""
+    if sum(counts) != rows.shape[0]:
+        raise ValueError(f"{len(counts)} concepts with {sum(counts)} rows do not describe {rows.shape[0]} rows.")
+    return [block for block in torch.split(rows, list(counts)) if block.shape[0]]
+
+
+def _odds_factor(sets: list[torch.Tensor], alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``F = [U_c diag(√odds_c)]`` over the concepts ``c`` (``F Fᵀ = M``), with every concept's energy shares and
+    gains (each relative to its own rows, strongest first)."""
+    factors, energies, gains = [], [], []
+    for rows in sets:
+        basis, energy, gain = expanded_basis(rows, alpha)
+        odds = (gain / (1.0 - gain).clamp_min(1.0 / MAX_ODDS)).clamp_max(MAX_ODDS)
+        factors.append(basis * odds.sqrt())
+        energies.append(energy)
+        gains.append(gain)
+    energy, gain = torch.cat(energies), torch.cat(gains)
+    order = torch.argsort(gain, descending=True)
+    return torch.cat(factors, dim=1), energy[order], gain[order]
+
+
+def joint_eraser(forget_sets: list[torch.Tensor], retain_sets: list[torch.Tensor] | None = None,
+                 alpha_forget: float = 2.0, alpha_retain: float = 2.0,
+                 dtype: torch.dtype = torch.float32) -> LowRankEraser:
+    """Every forget concept erased with its own spectrum, every retain concept kept with its own, in one edit.
+
+    ``forget_sets`` and ``retain_sets`` hold one ``[n_c, d]`` matrix of rows per concept. With
+    ``F = [U_c diag(√odds_c)]`` over the forget concepts and ``C = [F, R]`` with the retain concepts'
+    factor ``R``, ``P = F Fᵀ (I + C Cᵀ)⁻¹ = F (Fᵀ − Fᵀ C (I + CᵀC)⁻¹ Cᵀ)`` (Woodbury): the factors are
+    ``left = F`` and ``right = Fᵀ − (FᵀC)(I + CᵀC)⁻¹Cᵀ``, and only ``k × k`` systems are solved (``k``: the
+    kept components of all the concepts). The combination is computed once: no concept's edit acts
+    on another's output, and orthogonal concepts do not interact at all.
+    """
+    check_alpha(alpha_forget, "alpha_forget")
+    check_alpha(alpha_retain, "alpha_retain")
+    if not forget_sets:
+        raise ValueError("forget embeddings are empty: give at least one concept.")
+    width = forget_sets[0].shape[-1]
+    for rows in [*forget_sets, *(retain_sets or [])]:
+        if rows.ndim == 2 and rows.shape[-1] != width:
+            raise ValueError(f"forget embeddings are {width}-wide but other embeddings are {rows.shape[-1]}-wide: "
+                             "encode every concept with the same text encoder.")
+    forget_factor, energy_f, gains_f = _odds_factor(forget_sets, alpha_forget)
+    combined = forget_factor
+    energy_r = gains_r = None
+    if retain_sets:
+        retain_factor, energy_r, gains_r = _odds_factor(retain_sets, alpha_retain)
+        combined = torch.cat([forget_factor, retain_factor], dim=1)
+    system = torch.eye(combined.shape[1], dtype=combined.dtype, device=combined.device) + combined.T @ combined
+    right = forget_factor.T - (forget_factor.T @ combined) @ torch.linalg.solve(system, combined.T)
+    if retain_sets:
+        _check_joint_retain_leaves_something(forget_factor, right, forget_sets, alpha_forget)
+    left, right = _minimal_factors(forget_factor, right)
+    retain_spectrum = (None, None) if energy_r is None else (energy_r.to(dtype), gains_r.to(dtype))
+    return LowRankEraser(left.to(dtype), right.to(dtype), energy_f.to(dtype), gains_f.to(dtype), *retain_spectrum)
+
+
+def _minimal_factors(left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same product ``left @ right`` with an orthonormal ``left`` of the rank the product has: the concepts'
+    components overlap (and can outnumber the width), the patch should not store them twice."""
+    basis, _ = spectral_basis(left.T)                   # orthonormal basis of the column span of ``left``
+    return basis, basis.T @ left @ right
+
+
+def concept_set_eraser(forget: torch.Tensor, forget_counts: tuple[int, ...], retain: torch.Tensor | None = None,
+                       retain_counts: tuple[int, ...] = (), alpha_forget: float = 2.0, alpha_retain: float = 2.0,
+                       combination: str = PER_CONCEPT, dtype: torch.dtype = torch.float32) -> LowRankEraser:
+    """The eraser of concept sets stored concept after concept (``counts[i]`` rows for concept ``i``):
+    :func:`joint_eraser` over each concept's own rows, or the paper's one spectrum (:func:`low_rank_eraser`)."""
+    if combination == ONE_SPECTRUM:
+        return low_rank_eraser(forget, retain, alpha_forget, alpha_retain, dtype)
+    if combination != PER_CONCEPT:
+        raise ValueError(f"Unknown combination {combination!r}; choose one of {', '.join(COMBINATIONS)}.")
+    retain_sets = None if retain is None else split_rows(retain, retain_counts)
+    return joint_eraser(split_rows(forget, forget_counts), retain_sets, alpha_forget, alpha_retain, dtype)
+
+
+def _check_joint_retain_leaves_something(left: torch.Tensor, right: torch.Tensor, forget_sets: list[torch.Tensor],
+                                         alpha_forget: float) -> None:
+    """The joint form's version of :func:`_check_retain_leaves_something`: ``‖P‖₂`` with the retain set against
+    the strongest gain without it."""
+    q, r = torch.linalg.qr(left)
+    scaled = r @ right                                  # ‖left @ right‖₂ = ‖r @ right‖₂ (q has orthonormal columns)
+    strongest = torch.linalg.eigvalsh(scaled @ scaled.T).max().clamp_min(0).sqrt()
+    without = joint_eraser(forget_sets, None, alpha_forget, dtype=torch.float64)
+    _, r0 = torch.linalg.qr(without.left)
+    scaled0 = r0 @ without.right
+    reference = torch.linalg.eigvalsh(scaled0 @ scaled0.T).max().clamp_min(0).sqrt()
+    _refuse_if_cancelled(float(strongest / reference))

@@ -6,6 +6,7 @@ from comfy_api.latest import io, ui
 from ..comfy_glue.cure import AUTO, erase_concepts
 from ..cure_core.concepts import CONCEPT_KINDS, TOKEN_SELECTIONS
 from ..cure_core.families import LAYER_CHOICES
+from ..cure_core.spectral import COMBINATIONS, PER_CONCEPT
 from .category import CATEGORY
 
 
@@ -67,6 +68,12 @@ class EraseConceptsCURE(io.ComfyNode):
                                          "CLIP-L+G into y_embedder; Flux, HunyuanVideo: CLIP-L into vector_in; Stable "
                                          "Cascade: CLIP-G into clip_txt_pooled_mapper; HiDream: CLIP-L+G into "
                                          "p_embedder). Off by default (docs/method.md says why)."),
+                io.Combo.Input("combination", options=COMBINATIONS, default=PER_CONCEPT, optional=True,
+                               tooltip="How several concepts make one edit. 'per concept (joint)' (default): each "
+                                       "concept keeps its own spectrum, so a list erases each concept as strongly "
+                                       "as erasing it alone, and retained concepts keep their own directions. "
+                                       "'one spectrum (paper)': CURE's single spectrum over all the rows, which "
+                                       "dilutes each concept's share as the list grows."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched copy of the model without the concepts."),
@@ -77,7 +84,8 @@ class EraseConceptsCURE(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, forget_concepts: str, retain_concepts: str, concept_kind: str, templates: str,
                 alpha_forget: float, alpha_retain: float, strength: float, layers: str, token_selection: str,
-                erase_pooled: bool) -> io.NodeOutput:
+                erase_pooled: bool, combination: str = PER_CONCEPT) -> io.NodeOutput:
         patched, report = erase_concepts(model, clip, forget_concepts, retain_concepts, concept_kind, templates,
-                                         alpha_forget, alpha_retain, strength, layers, token_selection, erase_pooled)
+                                         alpha_forget, alpha_retain, strength, layers, token_selection, erase_pooled,
+                                         combination)
         return io.NodeOutput(patched, report, ui=ui.PreviewText(report))

@@ -30,7 +30,8 @@ class EraseConceptsRefusal(io.ComfyNode):
                                 placeholder="one pair per line: with the concept | without it, e.g.\n"
                                             "a nude woman walking on a beach | a woman walking on a beach",
                                 tooltip="About five pairs of prompts that differ only by the concept, one pair per "
-                                        "line, the two prompts separated by '|'."),
+                                        "line, the two prompts separated by '|'. Several concepts: a blank line "
+                                        "between their blocks of pairs gives each its own refusal direction."),
                 io.String.Input("neutral_prompts", multiline=True, default="\n".join(DEFAULT_NEUTRAL_PROMPTS),
                                 tooltip="Everyday prompts without the concept, one per line: directions in which "
                                         "they vary are protected (contrastive PCA). Empty: plain mean difference."),

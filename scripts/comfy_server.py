@@ -130,6 +130,9 @@ def _widget_names(node_info: dict) -> list[tuple[str, bool]]:
     return names
 
 
+_SAVED_BEFORE = object()
+
+
 def ui_to_api(workflow: dict, object_info: dict) -> dict:
     """Convert a workflow as the UI saves it (nodes, links, widgets_values) into the API format /prompt takes."""
     links = {link[0]: link for link in workflow["links"]}
@@ -147,7 +150,9 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
                 inputs[socket_input["name"]] = [str(origin[1]), origin[2]]
         values = iter(node.get("widgets_values", []))
         for name, has_control in _widget_names(info):
-            value = next(values)
+            value = next(values, _SAVED_BEFORE)
+            if value is _SAVED_BEFORE:      # saved before the node gained this (optional) input: its default
+                break
             if has_control:
                 next(values)
             inputs.setdefault(name, value)

@@ -24,6 +24,7 @@ if str(REPO) not in sys.path:      # appended: ComfyUI's own top-level `nodes` m
 from cure_core.concepts import CONCEPT_KINDS, TOKEN_SELECTIONS  # noqa: E402  (no ComfyUI import)
 from cure_core.families import LAYER_CHOICES  # noqa: E402
 from cure_core.presets import PRESET_NAMES, resolve_preset  # noqa: E402
+from cure_core.spectral import COMBINATIONS  # noqa: E402
 from scripts.comfy_env import load_pack, pack_module  # noqa: E402
 
 LORA_DTYPES = ("fp16", "bf16", "fp32")
@@ -58,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--token-selection", choices=TOKEN_SELECTIONS, default=TOKEN_SELECTIONS[0],
                       help="which token embeddings span a concept")
     what.add_argument("--erase-pooled", action="store_true", help="also erase from the pooled text vector")
+    what.add_argument("--combination", choices=COMBINATIONS, default=COMBINATIONS[0],
+                      help="how several concepts make one edit: a spectrum per concept combined once (default), or "
+                           "the paper's one spectrum over all their rows")
     comfy = p.add_argument_group("ComfyUI")
     comfy.add_argument("--comfyui", type=Path, default=None,
                        help="ComfyUI folder (with main.py); default $COMFYUI_DIR, .comfyui/ComfyUI, or the ComfyUI "
@@ -92,7 +96,8 @@ def recipe_from_args(args: argparse.Namespace) -> dict:
     return {"forget_text": "\n".join(forget), "retain_text": "\n".join(retain), "kind": kind,
             "templates_text": "\n".join(templates), "alpha_forget": alpha_forget or 0.0,
             "alpha_retain": alpha_retain or 0.0, "strength": args.strength, "layers": args.layers,
-            "token_selection": args.token_selection, "erase_pooled": args.erase_pooled}
+            "token_selection": args.token_selection, "erase_pooled": args.erase_pooled,
+            "combination": args.combination}
 
 
 def check_paths(args: argparse.Namespace) -> None:

@@ -42,6 +42,7 @@ def sd1(tiny, tmp_path_factory):
     ({"templates_text": "a painting without a placeholder"}, "exactly one"),
     ({"layers": "queries"}, "does not apply to SD1.x"),
     ({"token_selection": "every other token"}, "Unknown token selection"),
+    ({"combination": "average"}, "Unknown combination"),
 ])
 def test_bad_arguments(sd1, erase, arguments, message):
     model, clip = sd1

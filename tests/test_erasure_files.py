@@ -214,3 +214,22 @@ def test_only_compatible_erasures_combine(built, erase, files, layout):
         union_of([(a, 1.0), (odd, 1.0)])
     with pytest.raises(ValueError, match="carries no erasure"):
         files.erasure_file_of(model)
+
+
+def test_erasures_saved_before_per_concept_spectra_combine_as_they_were_made(built, erase, files, layout, comfy):
+    """A file without the recipe's `combination` (saved before it existed) was built from one spectrum: combined
+    with another such file it is rebuilt that way, and it does not merge with a per-concept erasure."""
+    model, clip = built("SD1.x")
+    record = lambda patched: files.erasures_on(patched)[0].record
+    old = lambda r: layout.ErasureRecord({k: v for k, v in r.recipe.items() if k != "combination"}, rows=r.rows,
+                                         spectra=r.spectra, figures=r.figures)
+    a, b = (record(erase(model, clip, c, "", combination="one spectrum (paper)")[0]) for c in ("Van Gogh", "Starry Night"))
+    union = layout.union_of([(old(a), 1.0), (old(b), 1.0)])
+    family = pack_module("comfy_glue.family").detect_family(model)
+    keys = family.text_layer_keys(model.model.state_dict().keys())
+    rebuilt, _ = pack_module("comfy_glue.cure").erase_rows(model, family, keys, union.rows, union.recipe)
+    at_once, _ = erase(model, clip, "Van Gogh\nStarry Night", "", combination="one spectrum (paper)")
+    assert_same_weights(comfy, at_once, rebuilt, sorted(at_once.patches))
+    joint = record(erase(model, clip, "Starry Night", "")[0])
+    with pytest.raises(ValueError, match="differ in combination"):
+        layout.union_of([(old(a), 1.0), (joint, 1.0)])

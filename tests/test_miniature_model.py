@@ -47,26 +47,32 @@ def test_the_original_model_draws_the_prompted_concepts(benchmark):
 
 
 def test_the_reduced_benchmark_halves_the_erased_concept_and_keeps_the_rest(tmp_path):
-    """The benchmark's ``--quick`` command (docs/benchmark.md): erase "red" through ComfyUI's sampler, read by the detector.
-    The gate (the issue's): the erased concept's detection rate at least halves and preserved-concept
-    accuracy drops by at most 5 points. The refusal-vector eraser meets both and is gated on both. CURE at its
-    defaults is gated on the erasure; its preserved accuracy in this reduced run (two of its eight preserved
-    prompts ask for orange, red's neighbour, which loses red's direction too: docs/benchmark.md) is reported."""
+    """The benchmark's ``--quick`` command (docs/benchmark.md): erase "red", then five concepts, through ComfyUI's
+    sampler, read by the detector. The gates: on one concept the erased concept's detection rate at least
+    halves for both erasers, and the refusal vector loses at most 5 points of preserved-concept accuracy (CURE's
+    preserved accuracy there is reported: two of the eight preserved prompts ask for orange, red's neighbour,
+    which loses red's direction too). On five concepts CURE's defaults must erase: at most 0.5 of the pictures
+    still show an erased concept (the paper's single spectrum over the five leaves them in about 0.97)."""
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "miniworld.py"), "--quick", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = {r["method"]: r for r in json.loads((tmp_path / "results.json").read_text())}
-    assert list(rows) == ["original", "CURE (defaults)", "refusal vector"]
-    for row in rows.values():
+    rows = {(r["task"], r["method"]): r for r in json.loads((tmp_path / "results.json").read_text())}
+    methods = ["original", "CURE (defaults)", "refusal vector"]
+    assert list(rows) == [(task, method) for task in ("erase 1", "erase 5") for method in methods]
+    for (task, _), row in rows.items():
         assert {"method", "task", "erased_rate", "chance", "preserved_acc", "neighbour_acc", "synonym_leak",
-                "attack_leak", "seconds"} <= set(row)
-        assert row["task"] == "erase 1" and row["chance"] == pytest.approx(0.1)
+                "attack_leak", "seconds", "per_concept"} <= set(row)
+        assert row["chance"] == pytest.approx(0.1 if task == "erase 1" else 0.182, abs=1e-3)
         assert all(0 <= row[k] <= 1 for k in ("erased_rate", "preserved_acc", "neighbour_acc", "synonym_leak"))
-    original, cure, refusal = rows.values()
+        assert set(row["per_concept"]) == set(row["concepts"])          # each erased concept's own rate
+    original, cure, refusal = (rows["erase 1", m] for m in methods)
     assert original["erased_rate"] >= 0.9 and original["preserved_acc"] >= 0.9     # the model draws what it is asked
     assert 0 < original["seconds"] < min(cure["seconds"], refusal["seconds"])      # the original is no edit
     assert refusal["erased_rate"] <= original["erased_rate"] / 2, (original, refusal)
     assert cure["erased_rate"] <= original["erased_rate"] / 2, (original, cure)
     assert refusal["preserved_acc"] >= original["preserved_acc"] - 0.05, (original, refusal)
+    original5, cure5 = rows["erase 5", "original"], rows["erase 5", "CURE (defaults)"]
+    assert original5["erased_rate"] >= 0.9
+    assert cure5["erased_rate"] <= 0.5, cure5
     assert (tmp_path / "results.md").read_text().count("\n") == len(rows) + 2
     assert (tmp_path / "results.png").stat().st_size > 0

@@ -107,3 +107,33 @@ def test_parse_pairs():
                          ("a | b | c", "must be")]:
         with pytest.raises(ValueError, match=message):
             parse_pairs(bad)
+
+
+def test_blank_lines_separate_the_concepts_of_a_pair_list():
+    from cure_core.refusal import parse_pair_groups
+    text = "a nude woman | a woman\na naked man | a man\n\n\n# violence\na bloody fight | a fight\n"
+    assert parse_pair_groups(text) == [[("a nude woman", "a woman"), ("a naked man", "a man")],
+                                       [("a bloody fight", "a fight")]]
+    assert parse_pair_groups("a | b\n# only a comment\nc | d") == [[("a", "b"), ("c", "d")]]      # one concept
+
+
+def test_each_concept_of_a_list_gets_its_own_direction():
+    """Two concepts planted along e0 and e2: one mean over all their pairs removes only their average direction,
+    half of each; a direction per concept removes both, and what is orthogonal to them stays."""
+    from cure_core.refusal import refusal_eraser_per_concept
+    first, safe_first = planted_pairs(seed=3)
+    safe_second = torch.randn(5, D, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    second = safe_second + 3.0 * unit(2)
+    neutral = neutral_rows()
+    identity = torch.eye(D, dtype=torch.float64)
+    per_concept = refusal_eraser_per_concept([(first, safe_first), (second, safe_second)], neutral, rank=4,
+                                             dtype=torch.float64)
+    pooled = refusal_eraser(torch.cat([first, second]), torch.cat([safe_first, safe_second]), neutral, rank=4,
+                            dtype=torch.float64)
+    assert per_concept.rank == 2
+    for concept in (unit(0), unit(2)):
+        assert float(((identity - per_concept.dense()) @ concept).norm()) < 0.1
+        assert float(((identity - pooled.dense()) @ concept).norm()) > 0.5
+    assert float((per_concept.dense() @ unit(9)).norm()) < 0.1
+    alone = refusal_eraser_per_concept([(first, safe_first)], neutral, rank=4, dtype=torch.float64)
+    assert torch.allclose(alone.dense(), refusal_eraser(first, safe_first, neutral, rank=4, dtype=torch.float64).dense())

@@ -91,6 +91,8 @@ def test_nodes_are_described_with_inputs_and_tooltips(object_info):
         assert name in inputs
     for name, spec in inputs.items():
         assert spec[1].get("tooltip"), f"{name} has no tooltip"
+    # Added after workflows were shared: optional, so API prompts and saved workflows without it still run.
+    assert list(node["input"]["optional"]) == ["combination"] and node["input"]["optional"]["combination"][1]["tooltip"]
     assert inputs["strength"][1]["min"] == 0.0 and inputs["strength"][1]["max"] == 1.0
     assert "CURE_TinyDemoModel" in object_info
     names = {"CURE_EraseConceptsRefusal": "Erase Concepts (Refusal Vector)", "CURE_ConceptPreset": "Concept Preset",

@@ -207,7 +207,105 @@ def test_components_too_weak_to_change_a_half_precision_weight_are_left_out():
     assert basis.shape[1] == 3 and expansion(energy, 2.0)[2] < MIN_GAIN
     eraser = low_rank_eraser(forget, alpha_forget=2.0, dtype=torch.float64)
     assert eraser.rank == 2 and torch.all(eraser.gains >= MIN_GAIN)
-    assert torch.allclose(eraser.dense(), energy_projector(forget, 2.0), atol=1e-12)     # one operator, both forms
+    assert torch.allclose(eraser.dense(), energy_projector(forget, 2.0, MIN_GAIN), atol=1e-12)   # one operator
     full = (basis * expansion(energy, 2.0)) @ basis.T
+    assert torch.allclose(energy_projector(forget, 2.0), full, atol=1e-12)    # the reference has no cutoff
+    assert torch.allclose(discriminative_projector(forget), full, atol=1e-12)
     assert float(torch.linalg.matrix_norm(eraser.dense() - full, ord=2)) < MIN_GAIN      # what is left out is tiny
     assert low_rank_eraser(forget, alpha_forget=1e6, dtype=torch.float64).rank == 3      # ... until α makes it strong
+
+
+# ---- several concepts: one spectrum per concept, combined once --------------------------------------
+
+def concept(*indices: int, seed: int = 0, scales=None) -> torch.Tensor:
+    return rows(*(e(i) for i in indices), scales=scales, generator=torch.Generator().manual_seed(seed))
+
+
+def gain_along(p: torch.Tensor, direction: torch.Tensor) -> float:
+    """How much of ``direction`` the operator removes: ``dᵀ P d`` for a unit ``d``."""
+    d = direction / direction.norm()
+    return float(d @ p @ d)
+
+
+def test_one_concept_alone_is_exactly_the_papers_projector():
+    from cure_core.spectral import joint_eraser
+    forget = torch.randn(9, D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    joint = joint_eraser([forget], alpha_forget=3.0, dtype=torch.float64)
+    paper = low_rank_eraser(forget, alpha_forget=3.0, dtype=torch.float64)
+    assert torch.allclose(joint.dense(), paper.dense(), atol=1e-12)
+    assert torch.allclose(joint.gains, paper.gains, atol=1e-12)
+
+
+def test_a_list_erases_each_concept_as_strongly_as_alone():
+    """The paper's single spectrum dilutes: with five concepts each holds a fifth of the energy and its gain
+    falls; per-concept spectra keep each concept's gain at what erasing it alone gives."""
+    from cure_core.spectral import joint_eraser
+    concepts = [concept(i, i + 5, seed=i, scales=[1.0, 0.3]) for i in range(5)]    # in orthogonal planes
+    joint = joint_eraser(concepts, alpha_forget=2.0, dtype=torch.float64)
+    union = low_rank_eraser(torch.cat(concepts), alpha_forget=2.0, dtype=torch.float64)
+    for i, rows_i in enumerate(concepts):
+        alone = low_rank_eraser(rows_i, alpha_forget=2.0, dtype=torch.float64)
+        assert gain_along(joint.dense(), e(i)) == pytest.approx(gain_along(alone.dense(), e(i)), abs=1e-9)
+        assert gain_along(union.dense(), e(i)) < 0.75 * gain_along(alone.dense(), e(i))   # diluted
+    assert sorted(joint.gains.tolist(), reverse=True) == pytest.approx(joint.gains.tolist())   # strongest first
+
+
+def test_the_combination_is_computed_once_not_chained():
+    """Overlapping concepts: the joint operator does not depend on the order of the list, is symmetric, and
+    removes a shared direction at least as strongly as either concept alone; chaining two edits does
+    depend on the order."""
+    from cure_core.spectral import joint_eraser
+    a = concept(0, 1, seed=1, scales=[1.0, 0.6])
+    b = rows(e(1) + e(2), e(3), generator=torch.Generator().manual_seed(2))
+    ab = joint_eraser([a, b], dtype=torch.float64).dense()
+    ba = joint_eraser([b, a], dtype=torch.float64).dense()
+    assert torch.allclose(ab, ba, atol=1e-12) and torch.allclose(ab, ab.T, atol=1e-12)
+    eigenvalues = torch.linalg.eigvalsh(ab)
+    assert eigenvalues.min() > -1e-12 and eigenvalues.max() < 1.0               # never overshoots a direction
+    shared = e(1)
+    for alone in (a, b):
+        assert gain_along(ab, shared) >= gain_along(low_rank_eraser(alone, dtype=torch.float64).dense(), shared) - 1e-12
+    pa, pb = (low_rank_eraser(x, dtype=torch.float64).dense() for x in (a, b))
+    identity = torch.eye(D, dtype=torch.float64)
+    assert not torch.allclose((identity - pa) @ (identity - pb), (identity - pb) @ (identity - pa), atol=1e-3)
+
+
+def test_a_retained_neighbour_keeps_its_direction_while_the_concept_goes():
+    """Forget u and retain v at 60 degrees: the paper's P_f (I − P_r) removes only sin² of u (a quarter here);
+    the joint operator removes u along v (an oblique projection) and leaves v where it was."""
+    from cure_core.spectral import joint_eraser
+    u = e(0)
+    v = 0.5 * e(0) + math.sqrt(0.75) * e(1)
+    forget, retain = u[None] * 3.0, v[None] * 2.0                      # one row each: gain 1 at any α
+    paper = discriminative_projector(forget, retain, 2.0, 2.0)
+    joint = joint_eraser([forget], [retain], 2.0, 2.0, dtype=torch.float64).dense()
+    assert float((paper @ u) @ u) == pytest.approx(0.75, abs=1e-6)     # sin²(60°) of u removed
+    assert torch.allclose(joint @ u, u, atol=1e-6)                      # all of u removed ...
+    assert torch.allclose(joint @ v, torch.zeros(D, dtype=torch.float64), atol=1e-6)    # ... v untouched
+
+
+def test_a_long_retain_list_does_not_shrink_the_erasure_of_what_it_does_not_cover():
+    from cure_core.spectral import joint_eraser
+    g = torch.Generator().manual_seed(5)
+    forget = concept(0, 1, seed=5, scales=[1.0, 0.3])
+    outside = torch.cat([torch.zeros(2), torch.ones(D - 2)]).double()
+    retain = [torch.randn(4, D, generator=g, dtype=torch.float64) * outside for _ in range(300)]   # none along e(0), e(1)
+    joint = joint_eraser([forget], retain, 2.0, 2.0, dtype=torch.float64).dense()
+    assert gain_along(joint, e(0)) == pytest.approx(gain_along(low_rank_eraser(forget, dtype=torch.float64).dense(),
+                                                                e(0)), abs=1e-9)
+    with pytest.raises(ValueError, match="retain concepts cover the forget concepts"):
+        joint_eraser([forget], [forget * 2.0], 2.0, 1e6)
+
+
+def test_the_concept_set_eraser_picks_the_combination():
+    from cure_core.spectral import ONE_SPECTRUM, PER_CONCEPT, concept_set_eraser, joint_eraser
+    a, b = concept(0, seed=1), concept(1, 2, seed=2)
+    stacked, counts = torch.cat([a, b]), (a.shape[0], b.shape[0])
+    paper = concept_set_eraser(stacked, counts, combination=ONE_SPECTRUM, dtype=torch.float64)
+    assert torch.allclose(paper.dense(), low_rank_eraser(stacked, dtype=torch.float64).dense(), atol=1e-12)
+    joint = concept_set_eraser(stacked, counts, combination=PER_CONCEPT, dtype=torch.float64)
+    assert torch.allclose(joint.dense(), joint_eraser([a, b], dtype=torch.float64).dense(), atol=1e-12)
+    with pytest.raises(ValueError, match="Unknown combination"):
+        concept_set_eraser(stacked, counts, combination="average")
+    with pytest.raises(ValueError, match="do not describe"):
+        concept_set_eraser(stacked, (1, 2))

@@ -18,7 +18,7 @@ def red_pixels(image) -> int:
 
 
 def test_the_charts_are_the_erasers_own_spectra_and_the_reports_layer_figures(built, erase, spectrum):
-    from cure_core.spectral import expansion, spectral_basis
+    from cure_core.spectral import expansion, spectral_basis, split_rows
     model, clip = built("SD1.x")
     patched, report = erase(model, clip, "Van Gogh\nStarry Night", "Claude Monet", alpha_forget=3.0)
     erasure = pack_module("comfy_glue.patching").erasures_on(patched)[0]
@@ -26,8 +26,11 @@ def test_the_charts_are_the_erasers_own_spectra_and_the_reports_layer_figures(bu
     assert heading.startswith("CURE spectral eraser on SD1.x: Van Gogh, Starry Night")
     forget_chart, retain_chart, layer_chart = charts
     energy, gains = forget_chart.series[0][2], forget_chart.series[1][2]
-    _, expected = spectral_basis(erasure.record.rows["forget"].rows)       # SD1.x reads the rows as they are
+    forget = erasure.record.rows["forget"]                               # SD1.x reads the rows as they are
+    per_concept = [spectral_basis(rows)[1] for rows in split_rows(forget.rows, forget.counts)]   # each its own shares
+    expected = torch.sort(torch.cat(per_concept), descending=True).values
     assert energy == pytest.approx(expected.tolist()[:len(energy)], abs=1e-6)
+    assert "each concept's energy shares" in forget_chart.title
     assert gains == pytest.approx(expansion(torch.tensor(energy, dtype=torch.float64), 3.0).tolist(), abs=1e-6)
     assert "alpha=3" in forget_chart.title and "alpha=2" in retain_chart.title
     removed = layer_chart.series[0][2]
