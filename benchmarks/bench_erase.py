@@ -176,11 +176,27 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
         forget_rows, retain_rows = (torch.randn(n_rows, width, generator=generator) for _ in range(2))
     forget_rows, retain_rows = forget_rows.to(device), retain_rows.to(device)
 
+    # The node's default: a spectrum per concept (two forget and two retain concepts, rows split evenly).
+    forget_counts = (forget_rows.shape[0] // 2, forget_rows.shape[0] - forget_rows.shape[0] // 2)
+    retain_counts = (retain_rows.shape[0] // 2, retain_rows.shape[0] - retain_rows.shape[0] // 2)
+
     def build_edit():
-        eraser = spectral.low_rank_eraser(forget_rows, retain_rows, 2.0, 2.0)
+        eraser = spectral.concept_set_eraser(forget_rows, forget_counts, retain_rows, retain_counts, 2.0, 2.0)
         return [eraser.weight_update(w) for w in weights.values()]
 
     t_edit, spread_edit, _ = timed(build_edit, device, repeats)
+
+    # Lists: 20 and 100 concepts of random rows of the real width, as many rows each as one concept above.
+    list_times = {}
+    for count in (20, 100):
+        g_list = torch.Generator().manual_seed(count)
+        many = torch.randn(count * forget_counts[0], forget_rows.shape[1], generator=g_list).to(device)
+
+        def build_list_edit():
+            eraser = spectral.concept_set_eraser(many, (forget_counts[0],) * count, None, (), 2.0, 2.0)
+            return [eraser.weight_update(w) for w in weights.values()]
+
+        list_times[count] = timed(build_list_edit, device, max(1, repeats // 2))[:2]
 
     # The refusal vector's edit from text embeddings: 5 pairs (86 paired rows, as Wan's encoder gives them)
     # and 12 neutral prompts (280 rows); random rows of the layer's width, encoding excluded.
@@ -215,8 +231,8 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
 
     t_denoiser, spread_denoiser, _ = timed(build_denoiser_edit, device, repeats)
 
-    edits = edit.edit_layers(weights, spectral.low_rank_eraser(forget_rows, retain_rows, 2.0, 2.0),
-                             forget_rows, retain_rows)
+    edits = edit.edit_layers(weights, spectral.concept_set_eraser(forget_rows, forget_counts, retain_rows,
+                                                                  retain_counts, 2.0, 2.0), forget_rows, retain_rows)
     t_patch, spread_patch, patched = timed(lambda: patching.patched_clone(model, edits, 1.0, {"method": "benchmark"}),
                                            device, repeats)
 
@@ -229,6 +245,8 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
         print(f"   encode: skipped on the CPU (real-size T5-XXL does not fit); {len(forget_rows)} random rows "
               "per set stand in")
     row("edit: projector + patch factors", t_edit, spread_edit)
+    for count, (median, spread) in list_times.items():
+        row(f"edit, {count} concepts ({forget_counts[0]} random rows each)", median, spread)
     row("patch: clone + add_patches", t_patch, spread_patch)
     row("refusal vector edit (text source, k=100)", t_refusal, spread_refusal)
     row(f"refusal edit (denoiser source, {len(denoiser_weights)} layers)*", t_denoiser, spread_denoiser)

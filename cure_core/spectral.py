@@ -308,11 +308,24 @@ def joint_eraser(forget_sets: list[torch.Tensor], retain_sets: list[torch.Tensor
     if retain_sets:
         retain_factor, energy_r, gains_r = _odds_factor(retain_sets, alpha_retain)
         combined = torch.cat([forget_factor, retain_factor], dim=1)
-    system = torch.eye(combined.shape[1], dtype=combined.dtype, device=combined.device) + combined.T @ combined
-    right = forget_factor.T - (forget_factor.T @ combined) @ torch.linalg.solve(system, combined.T)
-    if retain_sets:
-        _check_joint_retain_leaves_something(forget_factor, right, forget_sets, alpha_forget)
-    left, right = _minimal_factors(forget_factor, right)
+    if combined.shape[1] <= width:      # k × k system (Woodbury): the usual case, a few components per concept
+        system = torch.eye(combined.shape[1], dtype=combined.dtype, device=combined.device) + combined.T @ combined
+        right = forget_factor.T - (forget_factor.T @ combined) @ torch.linalg.solve(system, combined.T)
+        if retain_sets:
+            _check_joint_retain_leaves_something(forget_factor, right, forget_sets, alpha_forget)
+        left, right = _minimal_factors(forget_factor, right)
+    else:                               # more components than the width (long lists, flat spectra): d × d instead
+        forget_gram = forget_factor @ forget_factor.T                             # M_f
+        system = torch.eye(width, dtype=combined.dtype, device=combined.device) + forget_gram
+        if retain_sets:
+            system = system + retain_factor @ retain_factor.T                     # + M_r
+        dense = torch.linalg.solve(system, forget_gram).T                         # M_f (I + M_f + M_r)⁻¹
+        if retain_sets:
+            _check_joint_retain_leaves_something(torch.eye(width, dtype=dense.dtype, device=dense.device), dense,
+                                                 forget_sets, alpha_forget)
+        u, singular, vh = torch.linalg.svd(dense)
+        kept = singular > singular[0] * 1e-9
+        left, right = u[:, kept], singular[kept, None] * vh[kept]
     retain_spectrum = (None, None) if energy_r is None else (energy_r.to(dtype), gains_r.to(dtype))
     return LowRankEraser(left.to(dtype), right.to(dtype), energy_f.to(dtype), gains_f.to(dtype), *retain_spectrum)
 

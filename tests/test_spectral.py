@@ -309,3 +309,26 @@ def test_the_concept_set_eraser_picks_the_combination():
         concept_set_eraser(stacked, counts, combination="average")
     with pytest.raises(ValueError, match="do not describe"):
         concept_set_eraser(stacked, (1, 2))
+
+
+def test_more_components_than_the_width_solve_the_same_operator():
+    """A long list with flat spectra has more kept components than the width: the d × d solve gives the
+    operator's formula, M_f (I + M_f + M_r)⁻¹, as the k × k one does for a short list."""
+    from cure_core.spectral import MAX_ODDS, expanded_basis, joint_eraser
+
+    def odds_matrix(sets):
+        total = torch.zeros(D, D, dtype=torch.float64)
+        for rows_c in sets:
+            basis, _, gains = expanded_basis(rows_c, 2.0)
+            total += (basis * (gains / (1 - gains).clamp_min(1 / MAX_ODDS)).clamp_max(MAX_ODDS)) @ basis.T
+        return total
+
+    g = torch.Generator().manual_seed(7)
+    for count in (1, 6):                               # 1: k ≤ d (Woodbury), 6 × 12 rows: k > d
+        forget = [torch.randn(12, D, generator=g, dtype=torch.float64) for _ in range(count)]
+        retain = [torch.randn(3, D, generator=g, dtype=torch.float64)]
+        m_f, m_r = odds_matrix(forget), odds_matrix(retain)
+        expected = m_f @ torch.linalg.inv(torch.eye(D, dtype=torch.float64) + m_f + m_r)
+        eraser = joint_eraser(forget, retain, dtype=torch.float64)
+        assert torch.allclose(eraser.dense(), expected, atol=1e-9), count
+        assert eraser.rank <= D
