@@ -10,10 +10,12 @@ import torch
 import comfy.utils
 
 from ..cure_core.concepts import DEFAULT_ALPHA, TOKEN_SELECTIONS, expand, parse_concepts, parse_templates
-from ..cure_core.edit import LayerEdit, check_strength, edit_layer, format_layer_table, row_sketch
-from ..cure_core.erasure_file import CURE_METHOD, RAW_ROWS, ROWS_AS_READ, ConceptRows, number_text, row_set_name
+from ..cure_core.checks import check_choice, check_strength
+from ..cure_core.edit import LayerEdit, edit_layer, format_layer_table, row_sketch
+from ..cure_core.erasure_file import (CURE_METHOD, ROWS_AS_READ, ConceptRows, number_text, recipe_setting,
+                                      row_set_name)
 from ..cure_core.families import LAYER_CHOICES, Family, TextSegment
-from ..cure_core.spectral import (COMBINATIONS, ONE_SPECTRUM, PER_CONCEPT, LowRankEraser, check_alpha,
+from ..cure_core.spectral import (COMBINATIONS, PER_CONCEPT, LowRankEraser, check_alpha,
                                   concept_set_eraser)
 from .encoding import EncodedConcepts, encode_concept_groups
 from .family import detect_family
@@ -49,10 +51,8 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
     alpha_f = resolve_alpha(alpha_forget, kind, "alpha_forget")
     alpha_r = resolve_alpha(alpha_retain, kind, "alpha_retain")
     strength = check_strength(strength)
-    if token_selection not in TOKEN_SELECTIONS:
-        raise ValueError(f"Unknown token selection {token_selection!r}; choose one of {', '.join(TOKEN_SELECTIONS)}.")
-    if combination not in COMBINATIONS:
-        raise ValueError(f"Unknown combination {combination!r}; choose one of {', '.join(COMBINATIONS)}.")
+    check_choice(token_selection, TOKEN_SELECTIONS, "token selection")
+    check_choice(combination, COMBINATIONS, "combination")
     family = detect_family(model)
     keys = family.text_layer_keys(model.model.state_dict().keys(), layers)
     if not keys:
@@ -141,8 +141,8 @@ def erase_rows(model, family: Family, keys: list[str], rows: dict[str, ConceptRo
     left as they are."""
     alpha_f, alpha_r = float(recipe["alpha_forget"]), float(recipe["alpha_retain"])
     strength = float(recipe["strength"])
-    combination = recipe.get("combination", ONE_SPECTRUM)      # erasures saved before per-concept spectra existed
-    as_read = recipe.get("rows", RAW_ROWS) == ROWS_AS_READ
+    combination = recipe_setting(recipe, "combination")     # saved before per-concept spectra: one spectrum
+    as_read = recipe_setting(recipe, "rows") == ROWS_AS_READ
     planned = []
     for segments, group_keys in layers_by_rows(model, family, keys).items():
         group = row_group(family, segments)
@@ -228,7 +228,7 @@ def _report(family: Family, model, recipe: dict[str, str], groups: list[_Group],
         f"CURE Spectral Eraser on {family.name} (ComfyUI model type {type(model.model.model_config).__name__})",
         f"Embeddings: {family.encoder}; rows from tokenizer output(s) {recipe['text_outputs']}: "
         f"{recipe['token_selection']}; {len(templates)} template(s) per concept; concepts combined: "
-        f"{recipe.get('combination', ONE_SPECTRUM)}",
+        f"{recipe_setting(recipe, 'combination')}",
     ]
     if len(groups) == 1:
         lines += [f"Forget (alpha {alpha_f}): {counts(first.forget)}",

@@ -10,7 +10,7 @@ import os
 
 import folder_paths
 
-from ..cure_core.edit import check_strength
+from ..cure_core.checks import check_strength
 from ..cure_core.erasure_file import ErasureFile, load_erasure_file, number_text, save_erasure_file, union_of
 from .cure import erase_rows
 from .family import detect_family

@@ -8,7 +8,8 @@ import torch
 import comfy.utils
 
 from ..cure_core.concepts import pair_rows, parse_concepts
-from ..cure_core.edit import check_strength, edit_layer, format_layer_table
+from ..cure_core.checks import check_choice, check_strength
+from ..cure_core.edit import edit_layer, format_layer_table
 from ..cure_core.families import LAYER_CHOICES
 from ..cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pair_groups, refusal_eraser_per_concept
 from .denoiser_activations import capture_layer_inputs
@@ -22,9 +23,19 @@ TEXT_SOURCE, DENOISER_SOURCE = "text embeddings", "denoiser activations"
 SOURCES = (TEXT_SOURCE, DENOISER_SOURCE)
 
 
+def _per_concept(per_pair: list[tuple[torch.Tensor, torch.Tensor]], concepts: list[int]):
+    """``[(unsafe rows, safe rows)]`` per concept from the pairs' own, ``concepts`` pairs after pairs."""
+    grouped, start = [], 0
+    for count in concepts:
+        block = per_pair[start:start + count]
+        grouped.append((torch.cat([u for u, _ in block]), torch.cat([s for _, s in block])))
+        start += count
+    return grouped
+
+
 def _text_rows(model, clip, family, keys, pairs, neutral, concepts):
     """Per text-reading layer key: ([(unsafe rows, safe rows) per concept], neutral rows or None), as the layer
-    reads them (``concepts``: the pairs' indices per concept). Layers that read the same encoder rows share one
+    reads them (``concepts``: how many pairs each concept has, in order). Layers that read the same encoder rows share one
     tuple (hence one eraser); layers that read only an encoder this CLIP lacks (it gives the model zeros there)
     get none."""
     unet_config = model.model.model_config.unet_config
@@ -42,8 +53,7 @@ def _text_rows(model, clip, family, keys, pairs, neutral, concepts):
             blocks = [pair_rows(unsafe.ids[s], unsafe.rows[s], safe.ids[s], safe.rows[s]) for s in segments]
             per_pair.append(tuple(torch.cat(side) for side in zip(*blocks)))
         neutral_rows = torch.cat([e.rows[s] for e in encoded[2 * len(pairs):] for s in segments]) if neutral else None
-        grouped = [tuple(rows_as_read(model, family, torch.cat([per_pair[i][side] for i in indices])) for side in (0, 1))
-                   for indices in concepts]
+        grouped = [tuple(rows_as_read(model, family, r) for r in pair) for pair in _per_concept(per_pair, concepts)]
         shared[group] = (grouped, rows_as_read(model, family, neutral_rows))
     return {key: shared[group] for key, group in reads.items() if group in shared}
 
@@ -56,8 +66,8 @@ def _denoiser_rows(model, clip, keys, pairs, neutral, steps, size, concepts):
     captured = capture_layer_inputs(model, conditionings, keys, steps, size)
     rows = {}
     for key in keys:
-        grouped = [tuple(torch.cat([captured[2 * i + side][key] for i in indices]) for side in (0, 1))
-                   for indices in concepts]
+        grouped = _per_concept([(captured[2 * i][key], captured[2 * i + 1][key]) for i in range(len(pairs))],
+                               concepts)
         neutral_rows = torch.cat([c[key] for c in captured[2 * len(pairs):]]) if neutral else None
         rows[key] = (grouped, neutral_rows)
     return rows
@@ -70,14 +80,11 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
     """Everything the node does, as a function: returns ``(patched clone, report)``; the input MODEL is untouched."""
     pair_groups = parse_pair_groups(pairs_text)
     pairs = [pair for group in pair_groups for pair in group]
-    starts = [sum(map(len, pair_groups[:g])) for g in range(len(pair_groups))]
-    concepts = [list(range(start, start + len(group))) for start, group in zip(starts, pair_groups)]
+    concepts = [len(group) for group in pair_groups]          # pairs per concept, in order
     neutral = parse_concepts(neutral_text)
     strength = check_strength(strength)
-    if source not in SOURCES:
-        raise ValueError(f"Unknown activation source {source!r}; choose one of {', '.join(SOURCES)}.")
-    if mode not in MODES:
-        raise ValueError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    check_choice(source, SOURCES, "activation source")
+    check_choice(mode, MODES, "mode")
     family = detect_family(model)
     state_keys = model.model.state_dict().keys()
     if source == TEXT_SOURCE:

@@ -6,7 +6,8 @@ import torch
 import comfy.utils
 
 from ..cure_core.concepts import CONCEPT_AND_END, expand, parse_concepts, parse_templates
-from ..cure_core.edit import check_strength, edit_layer, format_layer_table
+from ..cure_core.checks import check_strength
+from ..cure_core.edit import edit_layer, format_layer_table
 from ..cure_core.families import LAYER_CHOICES
 from ..cure_core.uce import uce_eraser
 from .encoding import encode_concept_sets, encode_prompts

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .checks import check_choice
+
 import torch
 
 # Default templates per kind of concept (the kind also picks the paper's default α).
@@ -43,8 +45,7 @@ def parse_concepts(text: str) -> list[str]:
 
 def parse_templates(text: str, kind: str) -> tuple[str, ...]:
     """User templates (one per line, each with one ``{}``), or the kind's defaults when empty."""
-    if kind not in TEMPLATES:
-        raise ValueError(f"Unknown concept kind {kind!r}; choose one of {', '.join(CONCEPT_KINDS)}.")
+    check_choice(kind, CONCEPT_KINDS, "concept kind")
     templates = tuple(parse_concepts(text))
     if not templates:
         return TEMPLATES[kind]

@@ -5,7 +5,6 @@ measures kept beside it say what the edit does to that layer, for the report.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,13 +16,6 @@ from .spectral import LowRankEraser, principal_rows
 # energy (see :func:`row_sketch`): a figure moves by at most about the rest, 0.1 % of the energy. A trained
 # encoder's concept rows need a few components for it; a random-weight encoder's, a third of its rows.
 SKETCH_ENERGY = 0.999
-
-
-def check_strength(strength: float) -> float:
-    """The share of an edit to apply: a number from 0 (none) to 1 (all), refused otherwise."""
-    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0.0 <= strength <= 1.0):
-        raise ValueError(f"strength must be between 0 and 1 (got {strength!r}): 1 applies the full erasure.")
-    return float(strength)
 
 
 @dataclass(frozen=True)

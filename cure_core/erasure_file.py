@@ -53,6 +53,11 @@ RAW_ROWS = "encoder rows"
 SETTING_DEFAULTS = {"combination": ONE_SPECTRUM, "rows": RAW_ROWS}
 
 
+def recipe_setting(recipe: dict[str, str], name: str) -> str | None:
+    """A setting of a saved recipe, or what it was before recipes recorded it."""
+    return recipe.get(name, SETTING_DEFAULTS.get(name))
+
+
 GROUP_MARK = "@"
 
 
@@ -270,7 +275,7 @@ def union_of(records_and_strengths: list[tuple[ErasureRecord, float]]) -> Erasur
     first, strength = records_and_strengths[0]
     for record, other_strength in records_and_strengths[1:]:
         for setting in UNION_SETTINGS:
-            mine, theirs = (r.recipe.get(setting, SETTING_DEFAULTS.get(setting)) for r in (first, record))
+            mine, theirs = (recipe_setting(r.recipe, setting) for r in (first, record))
             if theirs != mine:
                 raise ValueError(f"The erasures differ in {setting} ({mine!r} vs {theirs!r}): one merged projector "
                                  f"has one {setting}. "

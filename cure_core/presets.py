@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .checks import check_choice
 from .concepts import parse_concepts
 
 
@@ -90,8 +91,7 @@ class PresetChoice:
 
 def resolve_preset(name: str, add_forget: str = "", add_retain: str = "", remove: str = "") -> PresetChoice:
     """The preset's lists with the user's additions (one per line) and without the lines of ``remove``."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}.")
+    check_choice(name, PRESET_NAMES, "preset")
     preset = PRESETS[name]
     removed = parse_concepts(remove)
     known = {c.lower() for c in preset.forget + preset.retain}

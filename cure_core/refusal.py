@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from .checks import check_choice
 from .spectral import LowRankEraser, spectral_basis
 
 MODES = ("refusal direction (rank 1)", "refusal subspace (rank k)")
@@ -77,8 +78,7 @@ def refusal_eraser(unsafe: torch.Tensor, safe: torch.Tensor, neutral: torch.Tens
     """The projection ``P`` as factors (``P = left @ right``), ready for :func:`cure_core.edit.edit_layer`."""
     if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0 <= strength <= 1):
         raise ValueError(f"strength must be between 0 and 1 (got {strength!r}).")
-    if mode not in MODES:
-        raise ValueError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    check_choice(mode, MODES, "mode")
     mean_difference, subspace, eigenvalues = refusal_subspace(unsafe, safe, neutral, rank, contrast)
     energy = eigenvalues / eigenvalues.sum()
     if mode == MODES[0]:

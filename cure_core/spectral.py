@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import check_choice
+
 # Components whose energy share is below this are numerically zero: they come from
 # duplicate or linearly dependent embeddings and would only add noise directions.
 RELATIVE_ENERGY_CUTOFF = 1e-10
@@ -311,21 +313,21 @@ def joint_eraser(forget_sets: list[torch.Tensor], retain_sets: list[torch.Tensor
     if combined.shape[1] <= width:      # k × k system (Woodbury): the usual case, a few components per concept
         system = torch.eye(combined.shape[1], dtype=combined.dtype, device=combined.device) + combined.T @ combined
         right = forget_factor.T - (forget_factor.T @ combined) @ torch.linalg.solve(system, combined.T)
-        if retain_sets:
-            _check_joint_retain_leaves_something(forget_factor, right, forget_sets, alpha_forget)
         left, right = _minimal_factors(forget_factor, right)
+        strongest = torch.linalg.matrix_norm(right, ord=2)            # ‖P‖₂: left is orthonormal
     else:                               # more components than the width (long lists, flat spectra): d × d instead
         forget_gram = forget_factor @ forget_factor.T                             # M_f
         system = torch.eye(width, dtype=combined.dtype, device=combined.device) + forget_gram
         if retain_sets:
             system = system + retain_factor @ retain_factor.T                     # + M_r
         dense = torch.linalg.solve(system, forget_gram).T                         # M_f (I + M_f + M_r)⁻¹
-        if retain_sets:
-            _check_joint_retain_leaves_something(torch.eye(width, dtype=dense.dtype, device=dense.device), dense,
-                                                 forget_sets, alpha_forget)
         u, singular, vh = torch.linalg.svd(dense)
         kept = singular > singular[0] * 1e-9
         left, right = u[:, kept], singular[kept, None] * vh[kept]
+        strongest = singular[0]
+    if retain_sets:     # without them ‖P‖₂ would be s/(1 + s), s the largest eigenvalue of M_f = ‖F‖₂²
+        largest = torch.linalg.matrix_norm(forget_factor, ord=2) ** 2
+        _refuse_if_cancelled(float(strongest / (largest / (1.0 + largest))))
     retain_spectrum = (None, None) if energy_r is None else (energy_r.to(dtype), gains_r.to(dtype))
     return LowRankEraser(left.to(dtype), right.to(dtype), energy_f.to(dtype), gains_f.to(dtype), *retain_spectrum)
 
@@ -342,23 +344,7 @@ def concept_set_eraser(forget: torch.Tensor, forget_counts: tuple[int, ...], ret
                        combination: str = PER_CONCEPT, dtype: torch.dtype = torch.float32) -> LowRankEraser:
     """The eraser of concept sets stored concept after concept (``counts[i]`` rows for concept ``i``):
     :func:`joint_eraser` over each concept's own rows, or the paper's one spectrum (:func:`low_rank_eraser`)."""
-    if combination == ONE_SPECTRUM:
+    if check_choice(combination, COMBINATIONS, "combination") == ONE_SPECTRUM:
         return low_rank_eraser(forget, retain, alpha_forget, alpha_retain, dtype)
-    if combination != PER_CONCEPT:
-        raise ValueError(f"Unknown combination {combination!r}; choose one of {', '.join(COMBINATIONS)}.")
     retain_sets = None if retain is None else split_rows(retain, retain_counts)
     return joint_eraser(split_rows(forget, forget_counts), retain_sets, alpha_forget, alpha_retain, dtype)
-
-
-def _check_joint_retain_leaves_something(left: torch.Tensor, right: torch.Tensor, forget_sets: list[torch.Tensor],
-                                         alpha_forget: float) -> None:
-    """The joint form's version of :func:`_check_retain_leaves_something`: ``‖P‖₂`` with the retain set against
-    the strongest gain without it."""
-    q, r = torch.linalg.qr(left)
-    scaled = r @ right                                  # ‖left @ right‖₂ = ‖r @ right‖₂ (q has orthonormal columns)
-    strongest = torch.linalg.eigvalsh(scaled @ scaled.T).max().clamp_min(0).sqrt()
-    without = joint_eraser(forget_sets, None, alpha_forget, dtype=torch.float64)
-    _, r0 = torch.linalg.qr(without.left)
-    scaled0 = r0 @ without.right
-    reference = torch.linalg.eigvalsh(scaled0 @ scaled0.T).max().clamp_min(0).sqrt()
-    _refuse_if_cancelled(float(strongest / reference))
