@@ -19,7 +19,8 @@ from ..cure_core.spectral import (COMBINATIONS, PER_CONCEPT, LowRankEraser, chec
                                   concept_set_eraser)
 from .encoding import EncodedConcepts, encode_concept_groups
 from .family import detect_family
-from .patching import effective_weight, patched_clone, rows_as_read
+from .patching import patched_clone, rows_as_read
+from .weights import effective_weight, weight_device, weight_shape
 
 AUTO = 0.0          # an alpha input at 0: the paper's default for the concept kind
 
@@ -149,13 +150,13 @@ def erase_rows(model, family: Family, keys: list[str], rows: dict[str, ConceptRo
         forget = rows.get(row_set_name("forget", group))
         if forget is None:
             continue
-        reference = comfy.utils.get_attr(model.model, group_keys[0])    # shape and device, no copy
-        if forget.rows.shape[1] != reference.shape[1]:
+        width = weight_shape(model, group_keys[0])[1]
+        if forget.rows.shape[1] != width:
             raise ValueError(f"The CLIP gives {forget.rows.shape[1]}-wide embeddings but this {family.name} "
-                             f"model's {group_keys[0].removesuffix('.weight')} reads {reference.shape[1]}-wide ones: "
+                             f"model's {group_keys[0].removesuffix('.weight')} reads {width}-wide ones: "
                              "connect the CLIP that belongs to this model.")
         planned.append((segments, group, group_keys, forget, rows.get(row_set_name("retain", group)),
-                        reference.device))
+                        weight_device(model, group_keys[0])))
     if not planned:
         raise ValueError(f"No encoder rows for any of this {family.name} model's text-reading layers (the CLIP has "
                          "none of the text encoders they read): connect the CLIP that belongs to this model.")

@@ -10,14 +10,20 @@ import os
 
 import folder_paths
 
-from ..cure_core.checks import check_strength
+from ..cure_core.checks import check_choice, check_strength
 from ..cure_core.erasure_file import ErasureFile, load_erasure_file, number_text, save_erasure_file, union_of
+from ..cure_core.fingerprint import SAME_CHECKPOINT_TOLERANCE, relative_differences
 from .cure import erase_rows
 from .family import detect_family
-from .patching import add_erasure, base_weights_sha256, erasures_on
+from .patching import add_erasure, base_weights_fingerprint, base_weights_sha256, erasures_on
+from .weights import weight_shape
 
 FOLDER = "erasures"
 EXTENSION = ".safetensors"
+# How Apply and Combine Erasure Files check the base model (the nodes' "base_check" input).
+EXACT_WEIGHTS = "same weights (exact)"
+ANY_PRECISION = "same checkpoint, any precision"
+BASE_CHECKS = (EXACT_WEIGHTS, ANY_PRECISION)
 
 
 def register_folder() -> None:
@@ -41,36 +47,57 @@ def erasure_file_of(model) -> ErasureFile:
     if not erasures:
         raise ValueError("This MODEL carries no erasure: connect the model output of an Erase Concepts node.")
     family = detect_family(model)
-    keys = {key for erasure in erasures for key in erasure.layers}
-    return ErasureFile(family.name, base_weights_sha256(model, keys), erasures)
+    keys = sorted({key for erasure in erasures for key in erasure.layers})
+    return ErasureFile(family.name, base_weights_sha256(model, keys), erasures, base_weights_fingerprint(model, keys))
 
 
-def check_base_model(model, erasure_file: ErasureFile, name: str) -> None:
-    """Refuse a file made for another model: family, then layer names and shapes, then the weights' hash."""
+def check_base_model(model, erasure_file: ErasureFile, name: str, base_check: str = EXACT_WEIGHTS) -> str:
+    """Refuse a file made for another model: family, then layer names and shapes, then the weights (their exact
+    hash, or with ``ANY_PRECISION`` their fingerprint within quantization's error). Returns what was verified."""
     family = detect_family(model)
     if erasure_file.family != family.name:
         raise ValueError(f"{name} was made for a {erasure_file.family} model, but this MODEL is {family.name}: "
                          "load the model the erasure was computed for.")
-    state = model.model.state_dict()
+    state_keys = model.model.state_dict().keys()
     for erasure in erasure_file.erasures:
         for key, (up, down) in erasure.layers.items():
-            if key not in state:
+            if key not in state_keys:
                 raise ValueError(f"{name} edits {key}, which this {family.name} model does not have: it was made for "
                                  "another model of the family. Load the model the erasure was computed for.")
-            weight_shape = tuple(state[key].shape)
-            if weight_shape != (up.shape[0], down.shape[1]):
+            shape = weight_shape(model, key)
+            if shape != (up.shape[0], down.shape[1]):
                 raise ValueError(f"{name} edits {key} as a {up.shape[0]}x{down.shape[1]} weight, but this model's is "
-                                 f"{weight_shape[0]}x{weight_shape[1]}: it was made for another model of the family.")
+                                 f"{shape[0]}x{shape[1]}: it was made for another model of the family.")
+    if check_choice(base_check, BASE_CHECKS, "base check") == ANY_PRECISION:
+        return _check_same_checkpoint(model, erasure_file, name)
     digest = base_weights_sha256(model, erasure_file.keys)
     if digest != erasure_file.base_weights_sha256:
         raise ValueError(f"{name} was computed for other base weights (SHA-256 {erasure_file.base_weights_sha256[:12]}…, "
-                         f"this model's {digest[:12]}…): apply it to the checkpoint it was made from, loaded at the "
-                         "same precision, or erase the concepts again on this model with Erase Concepts.")
+                         f"this model's {digest[:12]}…): apply it to the checkpoint it was made from, loaded the same "
+                         f"way. If this is the same checkpoint in another format or precision (scaled fp8, GGUF, fp8 "
+                         f"weight_dtype), set base_check to '{ANY_PRECISION}'; otherwise erase the concepts again on "
+                         "this model with Erase Concepts.")
+    return f"base weights verified (SHA-256 {erasure_file.base_weights_sha256[:12]}…)"
 
 
-def _describe(erasure_file: ErasureFile, name: str) -> list[str]:
-    lines = [f"{name}: {len(erasure_file.erasures)} erasure(s) for {erasure_file.family}, base weights verified "
-             f"(SHA-256 {erasure_file.base_weights_sha256[:12]}…)"]
+def _check_same_checkpoint(model, erasure_file: ErasureFile, name: str) -> str:
+    """The weights' fingerprints within ``SAME_CHECKPOINT_TOLERANCE`` of the file's, layer by layer."""
+    if erasure_file.base_fingerprint is None:
+        raise ValueError(f"{name} was saved before erasure files carried a precision-independent fingerprint, so only "
+                         f"'{EXACT_WEIGHTS}' can check it: save it again from the model it was made on.")
+    differences = relative_differences(base_weights_fingerprint(model, erasure_file.keys), erasure_file.base_fingerprint)
+    worst = int(differences.argmax())
+    if float(differences[worst]) > SAME_CHECKPOINT_TOLERANCE:
+        raise ValueError(f"{name} was computed for other base weights: {erasure_file.keys[worst]} differs by "
+                         f"{float(differences[worst]):.0%} (quantization changes a weight by a few per cent, at most "
+                         f"{SAME_CHECKPOINT_TOLERANCE:.0%} here). Load the checkpoint it was made from, or erase the "
+                         "concepts again on this model with Erase Concepts.")
+    return (f"same checkpoint at any precision: base weights within {float(differences.max()):.1%} of the file's "
+            f"(largest difference, {erasure_file.keys[worst].removesuffix('.weight')})")
+
+
+def _describe(erasure_file: ErasureFile, name: str, verified: str) -> list[str]:
+    lines = [f"{name}: {len(erasure_file.erasures)} erasure(s) for {erasure_file.family}, {verified}"]
     for erasure in erasure_file.erasures:
         recipe = erasure.record.recipe
         what = recipe.get("forget") or recipe.get("pairs", "")
@@ -79,23 +106,25 @@ def _describe(erasure_file: ErasureFile, name: str) -> list[str]:
     return lines
 
 
-def apply_erasure_file(model, erasure_file: ErasureFile, strength: float = 1.0, name: str = "The erasure file"):
+def apply_erasure_file(model, erasure_file: ErasureFile, strength: float = 1.0, name: str = "The erasure file",
+                       base_check: str = EXACT_WEIGHTS):
     """``(patched clone, report)``: the file's patches on ``model`` at ``strength`` × the saved strength."""
     strength = check_strength(strength)
-    check_base_model(model, erasure_file, name)
+    verified = check_base_model(model, erasure_file, name, base_check)
     patched = model
     for erasure in erasure_file.erasures:
         patched = add_erasure(patched, erasure.layers, erasure.strength * strength, erasure.record)
-    report = _describe(erasure_file, name) + [f"Applied at {strength:g} × the saved strength."]
+    report = _describe(erasure_file, name, verified) + [f"Applied at {strength:g} × the saved strength."]
     return patched, "\n".join(report)
 
 
-def combine_erasure_files(model, named_files: list[tuple[str, ErasureFile]], strength: float = 1.0):
+def combine_erasure_files(model, named_files: list[tuple[str, ErasureFile]], strength: float = 1.0,
+                          base_check: str = EXACT_WEIGHTS):
     """``(patched clone, report)``: ONE CURE erasure of the union of the files' concept sets on ``model``,
     the same as erasing all their concepts in one Erase Concepts call (not one edit after another)."""
     strength = check_strength(strength)
     for name, erasure_file in named_files:
-        check_base_model(model, erasure_file, name)
+        check_base_model(model, erasure_file, name, base_check)
     union = union_of([(e.record, e.strength) for _, f in named_files for e in f.erasures])
     recipe = {**union.recipe, "strength": number_text(union.strength * strength)}
     family = detect_family(model)

@@ -13,7 +13,8 @@ import comfy.model_detection
 import comfy.utils
 import folder_paths
 
-from .patching import ErasureAdapter, base_weights_sha256, erasures_on, original_weight
+from .patching import ErasureAdapter, base_weights_sha256, erasures_on
+from .weights import weight_shape
 
 LORA_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -24,26 +25,47 @@ def erasure_recipes(model) -> list[dict[str, str]]:
 
 
 def erased_state_dict(model, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The checkpoint ``state_dict`` that ``model`` was loaded from, with its erased layers baked in.
+    """The checkpoint (or diffusion model file) ``state_dict`` that ``model`` was loaded from, with its erased
+    layers baked in.
 
     Each erased weight is what ComfyUI computes when it applies the patches
-    (``comfy.lora.calculate_weight`` on the stored weight in float32), rounded to the stored dtype;
-    every other tensor is the input's own. ``state_dict`` itself is not modified.
+    (``comfy.lora.calculate_weight`` on the stored weight in float32, times its scale when the file keeps one:
+    scaled fp8's ``scale_weight``, the mixed-precision layout's ``weight_scale``), stored back in the input's
+    dtype with the same scale; every other tensor is the input's own. ``state_dict`` itself is not modified.
     """
     keys = [key for key, patch_list in model.patches.items() if any(isinstance(p[1], ErasureAdapter) for p in patch_list)]
     if not keys:
         raise ValueError("This MODEL carries no erasure: connect the model output of an Erase Concepts node.")
     prefix = comfy.model_detection.unet_prefix_from_state_dict(state_dict)
+    if not any(k.startswith(prefix) for k in state_dict):       # a diffusion model file: no prefix at all
+        prefix = ""
     baked = dict(state_dict)
     for key in keys:
         stored_key = prefix + key.removeprefix("diffusion_model.")
         stored = state_dict.get(stored_key)
-        if stored is None or tuple(stored.shape) != tuple(original_weight(model, key).shape):
+        if stored is None or tuple(stored.shape) != weight_shape(model, key):
             raise ValueError(f"The checkpoint stores {key} under another name or shape than ComfyUI uses; write the "
                              "erasure as a LoRA instead (cure-erase --lora).")
-        weight = comfy.lora.calculate_weight(model.patches[key], stored.to(torch.float32, copy=True), key)
+        scale = _stored_scale(state_dict, stored_key)
+        weight = stored.to(torch.float32, copy=True) * scale
+        weight = comfy.lora.calculate_weight(model.patches[key], weight, key) / scale
+        if stored.dtype in FP8_DTYPES:          # fp8 saturates instead of overflowing to inf
+            limit = torch.finfo(stored.dtype).max
+            weight = weight.clamp(-limit, limit)
         baked[stored_key] = weight.to(stored.dtype).contiguous()
     return baked
+
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def _stored_scale(state_dict: dict[str, torch.Tensor], weight_key: str) -> torch.Tensor | float:
+    """The per-layer scale a quantized checkpoint keeps beside a weight (1 for a plain one)."""
+    base = weight_key.removesuffix("weight")
+    for name in (base + "scale_weight", base + "weight_scale"):
+        if name in state_dict:
+            return state_dict[name].to(torch.float32)
+    return 1.0
 
 
 def erasure_lora(model, dtype: torch.dtype = torch.float16) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -5,31 +5,13 @@ import hashlib
 
 import torch
 
-import comfy.lora
-import comfy.utils
 from comfy.weight_adapter import LoRAAdapter
 
 from ..cure_core.edit import LayerEdit
 from ..cure_core.erasure_file import ConceptRows, Erasure, ErasureRecord, LayerFigures
 from ..cure_core.families import Family
-
-
-def original_weight(model, key: str) -> torch.Tensor:
-    """The weight as loaded, before any patch: ComfyUI's backup while another clone is patched in."""
-    backup = model.backup.get(key)
-    return backup.weight if backup is not None else comfy.utils.get_attr(model.model, key)
-
-
-def effective_weight(model, key: str) -> torch.Tensor:
-    """The weight as this MODEL would use it, in float32 on its device: the original weight plus
-    the patches already on the clone (so a LoRA placed before the eraser is erased too).
-
-    Starts from :func:`original_weight`, so whatever is loaded on the device never leaks in.
-    """
-    weight = original_weight(model, key).detach().to(torch.float32, copy=True)
-    if model.patches.get(key):
-        weight = comfy.lora.calculate_weight(model.patches[key], weight, key)
-    return weight
+from ..cure_core.fingerprint import weight_fingerprint
+from .weights import base_weight, effective_weight
 
 
 def rows_as_read(model, family: Family, rows: torch.Tensor | None) -> torch.Tensor | None:
@@ -42,13 +24,21 @@ def rows_as_read(model, family: Family, rows: torch.Tensor | None) -> torch.Tens
 
 
 def base_weights_sha256(model, keys) -> str:
-    """SHA-256 of the named weights as loaded (before any patch), in float32: identifies the base model an
-    erasure was computed for, whether the same checkpoint is loaded in fp16 or fp32."""
+    """SHA-256 of the named weights as loaded (before any patch) and as the model computes with them (scaled,
+    quantized and GGUF weights dequantized), in float32: identifies the base model an erasure was computed
+    for, whether the same checkpoint is loaded in fp16 or fp32. A quantized copy of a checkpoint computes
+    with other values than the original, so it has another hash (see ``erasure_files.check_base_model``)."""
     digest = hashlib.sha256()
     for key in sorted(keys):
         digest.update(key.encode())
-        digest.update(original_weight(model, key).detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        digest.update(base_weight(model, key).to("cpu").contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def base_weights_fingerprint(model, keys: list[str]) -> torch.Tensor:
+    """:func:`cure_core.fingerprint.weight_fingerprint` of each named weight as loaded and dequantized, in ``keys``
+    order (``[len(keys), 8, 8]``): the same for a checkpoint and its quantized copies, within their error."""
+    return torch.stack([weight_fingerprint(base_weight(model, key)) for key in keys])
 
 
 class ErasureAdapter(LoRAAdapter):

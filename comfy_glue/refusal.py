@@ -15,7 +15,8 @@ from ..cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pair_group
 from .denoiser_activations import capture_layer_inputs
 from .encoding import encode_prompts
 from .family import detect_family
-from .patching import effective_weight, patched_clone, rows_as_read
+from .patching import patched_clone, rows_as_read
+from .weights import effective_weight, weight_device, weight_shape
 
 # Where the activations come from: the text encoder (fast, edits the text-reading layers) or the
 # denoiser itself (the paper's method, edits attention output projections in the last blocks).
@@ -100,7 +101,7 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
         rows = _text_rows(model, clip, family, keys, pairs, neutral, concepts)
         keys = [key for key in keys if key in rows]
         for key in keys:
-            width = comfy.utils.get_attr(model.model, key).shape[1]
+            width = weight_shape(model, key)[1]
             if rows[key][0][0][0].shape[1] != width:
                 raise ValueError(f"The CLIP gives {rows[key][0][0][0].shape[1]}-wide embeddings but this {family.name} "
                                  f"model's {key.removesuffix('.weight')} reads {width}-wide ones: connect the CLIP "
@@ -109,7 +110,7 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
         rows = _denoiser_rows(model, clip, keys, pairs, neutral, denoiser_steps, denoiser_size, concepts)
 
     # The edit's strength is inside the eraser (P = λ q qᵀ), so the patch goes on at strength 1.
-    device = comfy.utils.get_attr(model.model, keys[0]).device
+    device = weight_device(model, keys[0])
     built: dict[int, tuple] = {}     # the text source shares one set of rows, hence one eraser, across layers
 
     def eraser_for(key):

@@ -12,7 +12,8 @@ from ..cure_core.families import LAYER_CHOICES
 from ..cure_core.uce import uce_eraser
 from .encoding import encode_concept_sets, encode_prompts
 from .family import detect_family
-from .patching import effective_weight, patched_clone
+from .patching import patched_clone
+from .weights import effective_weight, weight_device, weight_shape
 
 
 def erase_concepts_uce(model, clip, forget_text: str, preserve_text: str = "", guide: str = "",
@@ -60,11 +61,10 @@ def erase_concepts_uce(model, clip, forget_text: str, preserve_text: str = "", g
     forget_rows = torch.cat([s.rows for s in forget_sets])
     targets = torch.cat([g.rows[segment][-1:].expand(len(s.rows), -1) for s, g in zip(forget_sets, guides)])
     preserve_rows = None if preserve_set is None else preserve_set.rows
-    reference = comfy.utils.get_attr(model.model, keys[0])
-    device = reference.device
-    if forget_rows.shape[1] != reference.shape[1]:
+    device, width = weight_device(model, keys[0]), weight_shape(model, keys[0])[1]
+    if forget_rows.shape[1] != width:
         raise ValueError(f"The CLIP gives {forget_rows.shape[1]}-wide embeddings but the model reads "
-                         f"{reference.shape[1]}-wide ones: connect the CLIP that belongs to this model.")
+                         f"{width}-wide ones: connect the CLIP that belongs to this model.")
     eraser = uce_eraser(forget_rows.to(device), targets.to(device),
                         None if preserve_rows is None else preserve_rows.to(device), lamb, erase_scale, preserve_scale)
     progress = comfy.utils.ProgressBar(len(keys))

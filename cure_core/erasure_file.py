@@ -16,6 +16,8 @@ File layout (``.safetensors``; every metadata value a string, as the format requ
               erasure.<i>.down.<j>             [k, in]    (shared by the layers that read the same rows)
               erasure.<i>.rows.<set>           [n, d]     (forget, retain, pooled_forget, pooled_retain)
               erasure.<i>.spectrum.<name>      [k]        (forget/retain energy shares and expanded gains)
+              base_fingerprint                 [layers, 8, 8]  (:mod:`.fingerprint` of the edited weights, in
+                                                           ``keys`` order; files written before it have none)
 
 Families whose edited layers read different encoder rows (HiDream: each caption projection its own
 Llama layer or T5; Hunyuan-DiT: BERT or mT5) have one eraser per group of layers that read the same
@@ -143,6 +145,7 @@ class ErasureFile:
     family: str
     base_weights_sha256: str
     erasures: list[Erasure]
+    base_fingerprint: torch.Tensor | None = None     # [len(keys), 8, 8]: the same checkpoint at any precision
 
     @property
     def keys(self) -> list[str]:
@@ -186,6 +189,8 @@ def to_state_dict(erasure_file: ErasureFile) -> tuple[dict[str, torch.Tensor], d
                      for name, r in erasure.record.rows.items()},
             "spectra": list(erasure.record.spectra),
         })
+    if erasure_file.base_fingerprint is not None:
+        tensors["base_fingerprint"] = _cpu(erasure_file.base_fingerprint)
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "family": erasure_file.family,
                 "base_weights_sha256": erasure_file.base_weights_sha256, "erasures": json.dumps(entries)}
     return tensors, metadata
@@ -217,7 +222,8 @@ def from_state_dict(tensors: dict[str, torch.Tensor], metadata: dict[str, str] |
             figures = {k: LayerFigures(*v) for k, v in entry["figures"].items()}
             record = ErasureRecord(dict(entry["recipe"]), figures, rows, spectra)
             erasures.append(Erasure(record, float(entry["strength"]), layers))
-        result = ErasureFile(metadata["family"], metadata["base_weights_sha256"], erasures)
+        result = ErasureFile(metadata["family"], metadata["base_weights_sha256"], erasures,
+                             tensors.get("base_fingerprint"))
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
         raise ValueError(f"{name} is a damaged erasure file ({type(error).__name__}: {error}): save it again.") from error
     for erasure in result.erasures:

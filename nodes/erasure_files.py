@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..comfy_glue.erasure_files import (apply_erasure_file, combine_erasure_files, erasure_file_names, load_named,
-                                        save_to_folder)
+from ..comfy_glue.erasure_files import (BASE_CHECKS, EXACT_WEIGHTS, apply_erasure_file, combine_erasure_files,
+                                        erasure_file_names, load_named, save_to_folder)
 from .category import CATEGORY
+
+
+def base_check_input() -> io.Combo.Input:
+    return io.Combo.Input("base_check", options=BASE_CHECKS, default=EXACT_WEIGHTS, optional=True,
+                          tooltip="How the model is checked against the file. 'same weights (exact)' (default): the "
+                                  "weights' hash, so only the checkpoint the file was saved on, loaded the same way. "
+                                  "'same checkpoint, any precision': the same checkpoint in another format or "
+                                  "precision (scaled fp8, GGUF, fp8 weight_dtype, fp16) passes; the weights are "
+                                  "compared by a fingerprint and must agree within quantization's error.")
 
 
 class SaveErasure(io.ComfyNode):
@@ -44,14 +53,16 @@ class ApplyErasureFile(io.ComfyNode):
             display_name="Apply Erasure File",
             category=CATEGORY,
             description="Applies an erasure saved by Save Erasure to the same base model, without the text encoder. "
-                        "The file's base-weights hash, model family and layer shapes are checked first. Returns a "
-                        "patched copy; the input model is unchanged.",
+                        "The file's model family, layer shapes and base weights are checked first (base_check: the "
+                        "exact weights, or the same checkpoint at any precision). Returns a patched copy; the input "
+                        "model is unchanged.",
             inputs=[
                 io.Model.Input("model", tooltip="The base model the erasure was computed for."),
                 io.Combo.Input("erasure", options=erasure_file_names(),
                                tooltip="An erasure file in models/erasures (written by Save Erasure)."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Scales the saved erasure: 1 reproduces the model the file was saved from."),
+                base_check_input(),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched copy of the model with the erasure."),
@@ -60,8 +71,8 @@ class ApplyErasureFile(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, erasure: str, strength: float) -> io.NodeOutput:
-        patched, report = apply_erasure_file(model, load_named(erasure), strength, erasure)
+    def execute(cls, model, erasure: str, strength: float, base_check: str = EXACT_WEIGHTS) -> io.NodeOutput:
+        patched, report = apply_erasure_file(model, load_named(erasure), strength, erasure, base_check)
         return io.NodeOutput(patched, report, ui=ui.PreviewText(report))
 
 
@@ -84,6 +95,7 @@ class CombineErasureFiles(io.ComfyNode):
                                                                  "token selection, layers and strength."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Scales the combined erasure: 1 = the strength the files were saved at."),
+                base_check_input(),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched copy of the model with the combined erasure."),
@@ -92,7 +104,8 @@ class CombineErasureFiles(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, erasure_a: str, erasure_b: str, strength: float) -> io.NodeOutput:
+    def execute(cls, model, erasure_a: str, erasure_b: str, strength: float,
+                base_check: str = EXACT_WEIGHTS) -> io.NodeOutput:
         named = [(erasure_a, load_named(erasure_a)), (erasure_b, load_named(erasure_b))]
-        patched, report = combine_erasure_files(model, named, strength)
+        patched, report = combine_erasure_files(model, named, strength, base_check)
         return io.NodeOutput(patched, report, ui=ui.PreviewText(report))

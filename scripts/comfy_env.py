@@ -54,3 +54,20 @@ def pack_module(name: str) -> ModuleType:
     """A submodule of the loaded pack, e.g. ``pack_module("testbed.tiny_models")``."""
     load_pack()
     return importlib.import_module(f"{PACK_NAME}.{name}")
+
+
+def load_installed_pack(folder: str) -> ModuleType:
+    """Another custom node pack installed in the ComfyUI's ``custom_nodes/`` (``scripts/setup.sh`` installs
+    ComfyUI-GGUF there), imported as ComfyUI imports it: under its folder name, as a package."""
+    load_pack()
+    if folder in sys.modules:
+        return sys.modules[folder]
+    path = comfyui_dir() / "custom_nodes" / folder
+    if not (path / "__init__.py").is_file():
+        raise RuntimeError(f"{folder} is not installed in {path.parent}: run scripts/setup.sh (it installs the "
+                           "packs the interoperability tests use).")
+    spec = importlib.util.spec_from_file_location(folder, path / "__init__.py", submodule_search_locations=[str(path)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[folder] = module
+    spec.loader.exec_module(module)
+    return module

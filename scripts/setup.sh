@@ -56,4 +56,22 @@ fi
 
 mkdir -p "$COMFYUI_DIR/custom_nodes"
 ln -sfn "$REPO" "$COMFYUI_DIR/custom_nodes/comfyui-concept-erasure"
+
+# ComfyUI-GGUF (city96, Apache-2.0), the pack users load GGUF files with, for the interoperability tests:
+# from the pinned copy beside this repository (../shared/thirdparty), else a clone of the pinned commit.
+# Its code is installed into the test ComfyUI only, never committed here.
+GGUF_PACK="$COMFYUI_DIR/custom_nodes/ComfyUI-GGUF"
+GGUF_COMMIT=795e451
+THIRDPARTY="${THIRDPARTY:-$REPO/../shared/thirdparty}"
+if [ ! -f "$GGUF_PACK/nodes.py" ]; then
+  if [ -f "$THIRDPARTY/ComfyUI-GGUF/nodes.py" ]; then
+    echo "setup: installing ComfyUI-GGUF from $THIRDPARTY"
+    cp -r "$THIRDPARTY/ComfyUI-GGUF" "$GGUF_PACK"
+    chmod -R u+w "$GGUF_PACK"
+  elif git clone --quiet https://github.com/city96/ComfyUI-GGUF "$GGUF_PACK" 2>/dev/null; then
+    git -C "$GGUF_PACK" checkout --quiet "$GGUF_COMMIT"
+  else
+    echo "setup: ComfyUI-GGUF not found in $THIRDPARTY and not reachable on GitHub: the GGUF tests will fail" >&2
+  fi
+fi
 echo "setup: ready (python: $VENV/bin/python, ComfyUI: $COMFYUI_DIR)"

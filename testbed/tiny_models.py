@@ -123,6 +123,16 @@ _SPECS = {
                  "num_heads": 2, "num_layers": 1, "window_size": (-1, -1), "qk_norm": True,
                  "cross_attn_norm": True, "eps": 1e-6},
                 {"umt5xxl_model_config": {**_SMALL_T5, "vocab_size": 320}}, 16, _wan_clip_target),
+    # The smallest Wan 2.1 that ComfyUI's loaders recognise from its state dict (they read 128-channel heads and
+    # build the 4096-wide text embedding of umT5-XXL): one block, 128 wide, with a 4096-wide one-layer umT5.
+    # Test-only (files in the formats users load, read back by the stock loaders).
+    "Wan 2.1 loadable": (comfy.supported_models.WAN21_T2V,
+                         {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "text_len": 512,
+                          "in_dim": 16, "dim": 128, "ffn_dim": 128, "freq_dim": 256, "text_dim": 4096, "out_dim": 16,
+                          "num_heads": 1, "num_layers": 1, "window_size": (-1, -1), "qk_norm": True,
+                          "cross_attn_norm": True, "eps": 1e-6},
+                         {"umt5xxl_model_config": {**_SMALL_T5, "d_model": 4096, "num_layers": 1, "vocab_size": 320}},
+                         16, _wan_clip_target),
     "LTX-Video": (comfy.supported_models.LTXV,
                   {"image_model": "ltxv", "in_channels": 128, "cross_attention_dim": 64, "attention_head_dim": 32,
                    "num_attention_heads": 2, "caption_channels": 64, "num_layers": 1},

@@ -110,3 +110,17 @@ def test_nan_in_the_embeddings(tiny, erase, sd1):
     with pytest.raises(ValueError, match="NaN or inf"):
         erase(model, clip, FORGET)
     assert_untouched(model, before)
+
+
+def test_weights_packed_in_a_format_the_pack_cannot_read_are_refused(tiny, erase, sd1):
+    """Packed integer weights (bitsandbytes NF4/int8 and the like) are not the weights their values spell:
+    the node refuses them and names the formats it reads, instead of editing garbage."""
+    import comfy.utils
+    model = tiny.tiny_model("SD1.x")
+    key = next(k for k in model.model.state_dict() if k.endswith("attn2.to_k.weight"))
+    layer = comfy.utils.get_attr(model.model, key.removesuffix(".weight"))
+    layer.weight = torch.nn.Parameter(torch.zeros(layer.weight.shape, dtype=torch.uint8), requires_grad=False)
+    before = frozen_state(model)
+    with pytest.raises(ValueError, match="format this pack cannot read.*GGUF"):
+        erase(model, sd1[1], FORGET)
+    assert_untouched(model, before)

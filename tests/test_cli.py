@@ -157,3 +157,88 @@ def test_console_script_and_choices_match_the_pack(erase_cli):
     module, _, function = pyproject["project"]["scripts"]["cure-erase"].partition(":")
     assert module == "scripts.erase" and getattr(erase_cli, function) is erase_cli.main
     assert erase_cli.LORA_DTYPES == tuple(pack_module("comfy_glue.lora_export").LORA_DTYPES)
+
+
+def test_cli_keeps_a_scaled_fp8_checkpoint_scaled_fp8(tiny, erase, erase_cli, comfy, tmp_path):
+    """A ``*_fp8_scaled`` checkpoint: the erased layers are computed from the scaled weights and written back
+    as fp8 with the same per-layer scales, so the reloaded model computes W (I − P) within fp8's resolution
+    (rounding to nearest: at most half a step, 2⁻⁴ of a weight) and every other tensor is the input's."""
+    from comfy.sd import load_checkpoint_guess_config
+    formats = pack_module("testbed.checkpoint_formats")
+    source = tmp_path / "tiny_sd15_fp8_scaled.safetensors"
+    comfy.utils.save_torch_file(formats.scaled_fp8(tiny.tiny_sd15_checkpoint_state_dict(), prefix="model.diffusion_model."),
+                                str(source))
+    out = tmp_path / "erased.safetensors"
+    assert erase_cli.main([str(source), "--forget", "Van Gogh", "--output", str(out)]) == 0
+    model, clip, _, _ = load_checkpoint_guess_config(str(source), output_vae=False)
+    patched, _ = erase(model, clip, "Van Gogh")
+    keys = sorted(patched.patches)
+    with torch.no_grad():
+        reloaded, _, _, _ = load_checkpoint_guess_config(str(out), output_vae=False)
+        weights = pack_module("comfy_glue.weights")
+        for key in keys:
+            [(strength, adapter, *_)] = patched.patches[key]
+            up, down = adapter.weights[:2]
+            expected = weights.base_weight(model, key) + strength * up @ down
+            got = weights.base_weight(reloaded, key)
+            assert float((got - expected).abs().max()) <= float(expected.abs().max()) * 2 ** -4 + 1e-6, key
+    with safe_open(str(source), "pt") as before, safe_open(str(out), "pt") as after:
+        edited = {"model." + k for k in keys}
+        for name in before.keys():
+            assert before.get_tensor(name).dtype == after.get_tensor(name).dtype, name
+            assert torch.equal(before.get_tensor(name), after.get_tensor(name)) != (name in edited), name
+
+
+@pytest.fixture(scope="module")
+def split_files(tiny, comfy, tmp_path_factory):
+    """An SD3 diffusion model file in scaled fp8 (as ComfyUI's repackaged files ship) and a CLIP-L text encoder
+    file (full size: the CLIP loaders build CLIP-L from its fixed config), the way Load Diffusion Model and
+    Load CLIP read them."""
+    formats = pack_module("testbed.checkpoint_formats")
+    folder = tmp_path_factory.mktemp("split")
+    state = {k: v.to(torch.float16) for k, v in tiny.tiny_model("SD3").model.diffusion_model.state_dict().items()}
+    comfy.utils.save_torch_file(formats.scaled_fp8(state), str(folder / "sd3_fp8_scaled.safetensors"))
+    prefix = "cond_stage_model.transformer."
+    clip_l = {k.removeprefix(prefix): v for k, v in tiny.tiny_sd15_checkpoint_state_dict().items() if k.startswith(prefix)}
+    comfy.utils.save_torch_file(clip_l, str(folder / "clip_l.safetensors"))
+    return folder / "sd3_fp8_scaled.safetensors", folder / "clip_l.safetensors"
+
+
+def test_cli_erases_split_files_and_writes_the_diffusion_model_in_its_format(split_files, erase_cli, erase, comfy,
+                                                                             tmp_path, capsys):
+    import comfy.sd
+    diffusion, clip_l = split_files
+    out = tmp_path / "sd3_erased.safetensors"
+    assert erase_cli.main([str(diffusion), "--text-encoder", str(clip_l), "--clip-type", "sd3", "--forget", "Van Gogh",
+                           "--output", str(out)]) == 0
+    assert "CURE Spectral Eraser on SD3" in capsys.readouterr().out
+    model = comfy.sd.load_diffusion_model(str(diffusion))
+    clip = comfy.sd.load_clip([str(clip_l)], clip_type=comfy.sd.CLIPType.SD3)
+    patched, _ = erase(model, clip, "Van Gogh")
+    [key] = sorted(patched.patches)                                      # context_embedder.weight
+    weights = pack_module("comfy_glue.weights")
+    with torch.no_grad():
+        reloaded = comfy.sd.load_diffusion_model(str(out))
+        [(strength, adapter, *_)] = patched.patches[key]
+        expected = weights.base_weight(model, key) + strength * adapter.weights[0] @ adapter.weights[1]
+        got = weights.base_weight(reloaded, key)
+    assert type(reloaded.model.model_config).__name__ == "SD3"
+    assert weights.weight_format(reloaded, key) == "scaled float8_e4m3fn"
+    assert float((got - expected).abs().max()) <= float(expected.abs().max()) * 2 ** -4 + 1e-6
+    with safe_open(str(diffusion), "pt") as before, safe_open(str(out), "pt") as after:
+        assert set(before.keys()) == set(after.keys())
+        changed = {name for name in before.keys() if not torch.equal(before.get_tensor(name), after.get_tensor(name))}
+    assert changed == {key.removeprefix("diffusion_model.")}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--clip-type", "sd3"], "needs both --text-encoder"),
+    (["--text-encoder", "CLIP", "--clip-type", "no such type"], "unknown --clip-type"),
+])
+def test_split_files_need_their_encoders_and_a_known_type(extra, message, split_files, erase_cli, tmp_path):
+    diffusion, clip_l = split_files
+    extra = [str(clip_l) if arg == "CLIP" else arg for arg in extra]
+    out = tmp_path / "never.safetensors"
+    with pytest.raises(SystemExit, match=message):
+        erase_cli.main([str(diffusion), "--forget", "Van Gogh", "--output", str(out), *extra])
+    assert not out.exists()
