@@ -14,7 +14,10 @@ fixed seeds, and the analytic detector (``testbed.miniworld.detector``) reads ev
   concepts shown; ``neighbour_acc``: the same for the erased concepts' close neighbours;
 - ``palette_error``: mean distance of preserved pictures' pixels from the world's palette
   (an image-quality proxy: 0 for a clean render);
-- ``seconds``: wall time of the erasure itself.
+- ``seconds``: wall time of the erasure itself;
+- ``per_concept``: each erased concept's own ``erased_rate``, its ``chance`` and its ``unprompted`` rate (how
+  often the original model draws it when the same prompts leave it out: where removing the word's
+  information lands, which for a concept the model prefers anyway is above chance).
 
     .venv/bin/python benchmarks/miniworld.py --out docs/benchmarks            # full run
     .venv/bin/python benchmarks/miniworld.py --out /tmp/quick --quick          # the reduced CI run
@@ -94,14 +97,17 @@ def task_prompts(forget: list[str], retain: list[str], config: Config) -> dict[s
     """Prompt lists (``(prompt, concepts it names)``) of one task, drawn with a fixed seed."""
     rng = random.Random(config.seed)
     blocked = set(forget)
-    prompts: dict[str, list[tuple[str, list[str]]]] = {"erased": [], "synonym": [], "neighbour": [], "preserved": []}
+    prompts: dict[str, list[tuple[str, list[str]]]] = {"erased": [], "synonym": [], "neighbour": [], "preserved": [],
+                                                        "unprompted": []}
     for concept in forget:
         attribute = concept_attribute(concept)
         synonyms = VOCABULARY[attribute][concept][1:]
         for _ in range(config.prompts_per_concept):
-            named = {**_others(rng, blocked, attribute), attribute: concept}
+            others = _others(rng, blocked, attribute)
+            named = {**others, attribute: concept}
             template = rng.choice(TEMPLATES)
             prompts["erased"].append((prompt_for(named, template), [concept]))
+            prompts["unprompted"].append((prompt_for(others, template), [concept]))    # the same, concept left out
             if synonyms:
                 prompts["synonym"].append((prompt_for(named, template, {concept: rng.choice(synonyms)}), [concept]))
         neighbour = NEIGHBOURS[concept]
@@ -165,13 +171,16 @@ def _uce(model, clip, forget, retain):
     return erase(model, clip, "\n".join(forget), "\n".join(retain), "", "object", ERASE_TEMPLATES)[0], ""
 
 
-def _refusal(model, clip, forget, retain):
-    erase = pack_module("comfy_glue.refusal").erase_with_refusal
-    # One block of pairs per concept (blank lines between them): each concept gets its own refusal direction.
-    pairs = ["\n".join(f"{t.format(c)} | {' '.join(t.format('').split())}" for t in ERASE_TEMPLATES.splitlines()[1:])
-             for c in forget]
-    neutral = [f"a {c} shape" for c in retain] + ["a shape", "a drawing of a shape", "a shape on a background"]
-    return erase(model, clip, "\n\n".join(pairs), "\n".join(neutral))[0], ""
+def _refusal(denoiser: bool = False):
+    def run(model, clip, forget, retain):
+        refusal = pack_module("comfy_glue.refusal")
+        # One block of pairs per concept (blank lines between them): each concept gets its own refusal direction.
+        pairs = ["\n".join(f"{t.format(c)} | {' '.join(t.format('').split())}" for t in ERASE_TEMPLATES.splitlines()[1:])
+                 for c in forget]
+        neutral = [f"a {c} shape" for c in retain] + ["a shape", "a drawing of a shape", "a shape on a background"]
+        return refusal.erase_with_refusal(model, clip, "\n\n".join(pairs), "\n".join(neutral),
+                                          source=refusal.DENOISER_SOURCE if denoiser else refusal.TEXT_SOURCE)[0], ""
+    return run
 
 
 METHODS = {
@@ -188,7 +197,9 @@ METHODS = {
     "CURE alpha 100, all tokens": _cure(100.0, "all prompt tokens"),
     # The paper's way with several concepts: one spectrum over every concept's rows (same rows and α as the defaults).
     "CURE, one spectrum (paper)": _cure(0.0, combination=ONE_SPECTRUM),
-    "refusal vector": _refusal,
+    "refusal vector": _refusal(),
+    # The paper's own recipe (activations of the denoiser's last attention blocks), with the node's defaults.
+    "refusal vector (denoiser source)": _refusal(denoiser=True),
     "UCE": _uce,
 }
 
@@ -222,6 +233,19 @@ def evaluate(sampler: Sampler, model, negative: str, forget: list[str], retain: 
                "attack_leak": attack_leak(sampler, model, negative, forget, prompts, config)}
     figures["per_concept"] = {c: float(np.mean(v)) for c, v in per_concept.items()}
     return figures
+
+
+def unprompted_rates(sampler: Sampler, model, forget: list[str], retain: list[str], config: Config) -> dict[str, float]:
+    """Per concept, how often the original model draws it when its erased prompts leave it out: what an erasure
+    that removes the word's information falls back to. The uniform chance level assumes a random pick; a
+    model can prefer one value for an open attribute (the miniature model draws sand for an unnamed
+    background)."""
+    found: dict[str, list[bool]] = {}
+    for text, concepts in task_prompts(forget, retain, config)["unprompted"]:
+        detected = detect_batch(sampler.images(model, text, config.seeds, config.seed))
+        for c in concepts:
+            found.setdefault(c, []).extend(shows(f, c) for f in detected)
+    return {c: float(np.mean(v)) for c, v in found.items()}
 
 
 def attack_leak(sampler: Sampler, model, negative: str, forget: list[str], prompts, config: Config) -> float | None:
@@ -285,6 +309,7 @@ def run(config: Config, log=print, quality: dict | None = None, model_file: Path
         quality.update(concept_quality(sampler, model, config))
         report_quality(quality, log)
     rows = []
+    unprompted: dict[str, dict[str, float]] = {}
     for task in config.tasks:
         forget_sets, retain = TASKS[task]
         if task == "erase 1":
@@ -296,12 +321,16 @@ def run(config: Config, log=print, quality: dict | None = None, model_file: Path
                 erased, negative = METHODS[method](model, clip, forget, retain)
                 seconds.append(time.perf_counter() - started)
                 figures.append(evaluate(sampler, erased, negative, forget, retain, config))
+            if task not in unprompted:
+                unprompted[task] = {c: rate for forget in forget_sets
+                                    for c, rate in unprompted_rates(sampler, model, forget, retain, config).items()}
             row = {"method": method, "task": task, "concepts": [f for fs in forget_sets for f in fs], "retain": retain,
                    "chance": float(np.mean([chance_level(c) for fs in forget_sets for c in fs])),
                    "seconds": float(np.mean(seconds))}
             for name in figures[0]:
                 if name == "per_concept":    # each erased concept's own rate, with its chance level
-                    row[name] = {c: {"erased_rate": rate, "chance": chance_level(c)}
+                    row[name] = {c: {"erased_rate": rate, "chance": chance_level(c),
+                                     "unprompted": unprompted[task][c]}
                                  for f in figures for c, rate in f[name].items()}
                     continue
                 values = [f[name] for f in figures if f[name] is not None]

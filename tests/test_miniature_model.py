@@ -65,6 +65,7 @@ def test_the_reduced_benchmark_halves_the_erased_concept_and_keeps_the_rest(tmp_
         assert row["chance"] == pytest.approx(0.1 if task == "erase 1" else 0.182, abs=1e-3)
         assert all(0 <= row[k] <= 1 for k in ("erased_rate", "preserved_acc", "neighbour_acc", "synonym_leak"))
         assert set(row["per_concept"]) == set(row["concepts"])          # each erased concept's own rate
+        assert all(0 <= c["unprompted"] <= 1 for c in row["per_concept"].values())
     original, cure, refusal = (rows["erase 1", m] for m in methods)
     assert original["erased_rate"] >= 0.9 and original["preserved_acc"] >= 0.9     # the model draws what it is asked
     assert 0 < original["seconds"] < min(cure["seconds"], refusal["seconds"])      # the original is no edit
@@ -74,5 +75,7 @@ def test_the_reduced_benchmark_halves_the_erased_concept_and_keeps_the_rest(tmp_
     original5, cure5 = rows["erase 5", "original"], rows["erase 5", "CURE (defaults)"]
     assert original5["erased_rate"] >= 0.9
     assert cure5["erased_rate"] <= 0.5, cure5
+    # Left unnamed, the background comes out sand (the model's prior), red rarely: docs/benchmark.md
+    assert original5["per_concept"]["sand"]["unprompted"] >= 0.5 > original5["per_concept"]["red"]["unprompted"]
     assert (tmp_path / "results.md").read_text().count("\n") == len(rows) + 2
     assert (tmp_path / "results.png").stat().st_size > 0
