@@ -62,6 +62,12 @@ ln -sfn "$REPO" "$COMFYUI_DIR/custom_nodes/comfyui-concept-erasure"
 # Its code is installed into the test ComfyUI only, never committed here.
 GGUF_PACK="$COMFYUI_DIR/custom_nodes/ComfyUI-GGUF"
 GGUF_COMMIT=795e451
+# Where the pinned copies live: $THIRDPARTY, else beside this checkout, else this workplace's shared folder.
+if [ -z "${THIRDPARTY:-}" ]; then
+  for candidate in "$REPO/../shared/thirdparty" /work/shared/thirdparty; do
+    if [ -f "$candidate/ComfyUI-GGUF/nodes.py" ]; then THIRDPARTY="$candidate"; break; fi
+  done
+fi
 THIRDPARTY="${THIRDPARTY:-$REPO/../shared/thirdparty}"
 if [ ! -f "$GGUF_PACK/nodes.py" ]; then
   if [ -f "$THIRDPARTY/ComfyUI-GGUF/nodes.py" ]; then
