@@ -309,11 +309,12 @@ def run(config: Config, log=print, quality: dict | None = None, model_file: Path
         quality.update(concept_quality(sampler, model, config))
         report_quality(quality, log)
     rows = []
-    unprompted: dict[str, dict[str, float]] = {}
     for task in config.tasks:
         forget_sets, retain = TASKS[task]
         if task == "erase 1":
             forget_sets = forget_sets[:config.single_concepts]
+        unprompted = {c: rate for forget in forget_sets
+                      for c, rate in unprompted_rates(sampler, model, forget, retain, config).items()}
         for method in config.methods:
             figures, seconds = [], []
             for forget in forget_sets:
@@ -321,16 +322,13 @@ def run(config: Config, log=print, quality: dict | None = None, model_file: Path
                 erased, negative = METHODS[method](model, clip, forget, retain)
                 seconds.append(time.perf_counter() - started)
                 figures.append(evaluate(sampler, erased, negative, forget, retain, config))
-            if task not in unprompted:
-                unprompted[task] = {c: rate for forget in forget_sets
-                                    for c, rate in unprompted_rates(sampler, model, forget, retain, config).items()}
             row = {"method": method, "task": task, "concepts": [f for fs in forget_sets for f in fs], "retain": retain,
                    "chance": float(np.mean([chance_level(c) for fs in forget_sets for c in fs])),
                    "seconds": float(np.mean(seconds))}
             for name in figures[0]:
                 if name == "per_concept":    # each erased concept's own rate, with its chance level
                     row[name] = {c: {"erased_rate": rate, "chance": chance_level(c),
-                                     "unprompted": unprompted[task][c]}
+                                     "unprompted": unprompted[c]}
                                  for f in figures for c, rate in f[name].items()}
                     continue
                 values = [f[name] for f in figures if f[name] is not None]

@@ -20,7 +20,7 @@ from ..cure_core.spectral import (COMBINATIONS, PER_CONCEPT, LowRankEraser, chec
 from .encoding import EncodedConcepts, encode_concept_groups
 from .family import detect_family
 from .patching import patched_clone, rows_as_read
-from .weights import effective_weight, weight_device, weight_shape
+from .weights import effective_weight, weight_device, weight_format, weight_shape
 
 AUTO = 0.0          # an alpha input at 0: the paper's default for the concept kind
 
@@ -244,6 +244,7 @@ def _report(family: Family, model, recipe: dict[str, str], groups: list[_Group],
                   f"{len(g.forget.rows)} forget, {0 if g.retain is None else len(g.retain.rows)} retain rows): "
                   f"{subspace(g.eraser)}" for g in groups]
     lines += [
+        f"Weights as stored: {weight_format(model, text_edits[0].key)} (edits computed from them dequantized)",
         f"Edited {len(text_edits)} layer{'' if len(text_edits) == 1 else 's'} ({layers}) at strength {strength}; patches hold "
         f"{sum(e.numel for e in edits) * 4 / 2**20:.2f} MiB",
         f"Forget output energy removed at full strength: mean {sum(removed) / len(removed):.2%}, "

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 
 import folder_paths
+import torch
 
 from ..cure_core.checks import check_choice, check_strength
 from ..cure_core.erasure_file import ErasureFile, load_erasure_file, number_text, save_erasure_file, union_of
 from ..cure_core.fingerprint import SAME_CHECKPOINT_TOLERANCE, relative_differences
 from .cure import erase_rows
 from .family import detect_family
-from .patching import add_erasure, base_weights_fingerprint, base_weights_sha256, erasures_on
+from .patching import add_erasure, base_weights_identity, erasures_on
 from .weights import weight_shape
 
 FOLDER = "erasures"
@@ -47,13 +48,14 @@ def erasure_file_of(model) -> ErasureFile:
     if not erasures:
         raise ValueError("This MODEL carries no erasure: connect the model output of an Erase Concepts node.")
     family = detect_family(model)
-    keys = sorted({key for erasure in erasures for key in erasure.layers})
-    return ErasureFile(family.name, base_weights_sha256(model, keys), erasures, base_weights_fingerprint(model, keys))
+    digest, fingerprint = base_weights_identity(model, {key for erasure in erasures for key in erasure.layers})
+    return ErasureFile(family.name, digest, erasures, fingerprint)
 
 
 def check_base_model(model, erasure_file: ErasureFile, name: str, base_check: str = EXACT_WEIGHTS) -> str:
     """Refuse a file made for another model: family, then layer names and shapes, then the weights (their exact
     hash, or with ``ANY_PRECISION`` their fingerprint within quantization's error). Returns what was verified."""
+    check_choice(base_check, BASE_CHECKS, "base check")
     family = detect_family(model)
     if erasure_file.family != family.name:
         raise ValueError(f"{name} was made for a {erasure_file.family} model, but this MODEL is {family.name}: "
@@ -68,9 +70,9 @@ def check_base_model(model, erasure_file: ErasureFile, name: str, base_check: st
             if shape != (up.shape[0], down.shape[1]):
                 raise ValueError(f"{name} edits {key} as a {up.shape[0]}x{down.shape[1]} weight, but this model's is "
                                  f"{shape[0]}x{shape[1]}: it was made for another model of the family.")
-    if check_choice(base_check, BASE_CHECKS, "base check") == ANY_PRECISION:
-        return _check_same_checkpoint(model, erasure_file, name)
-    digest = base_weights_sha256(model, erasure_file.keys)
+    digest, fingerprint = base_weights_identity(model, erasure_file.keys)
+    if base_check == ANY_PRECISION:
+        return _check_same_checkpoint(erasure_file, fingerprint, name)
     if digest != erasure_file.base_weights_sha256:
         raise ValueError(f"{name} was computed for other base weights (SHA-256 {erasure_file.base_weights_sha256[:12]}…, "
                          f"this model's {digest[:12]}…): apply it to the checkpoint it was made from, loaded the same "
@@ -80,12 +82,12 @@ def check_base_model(model, erasure_file: ErasureFile, name: str, base_check: st
     return f"base weights verified (SHA-256 {erasure_file.base_weights_sha256[:12]}…)"
 
 
-def _check_same_checkpoint(model, erasure_file: ErasureFile, name: str) -> str:
-    """The weights' fingerprints within ``SAME_CHECKPOINT_TOLERANCE`` of the file's, layer by layer."""
+def _check_same_checkpoint(erasure_file: ErasureFile, fingerprint: torch.Tensor, name: str) -> str:
+    """The model's weight fingerprints within ``SAME_CHECKPOINT_TOLERANCE`` of the file's, layer by layer."""
     if erasure_file.base_fingerprint is None:
         raise ValueError(f"{name} was saved before erasure files carried a precision-independent fingerprint, so only "
                          f"'{EXACT_WEIGHTS}' can check it: save it again from the model it was made on.")
-    differences = relative_differences(base_weights_fingerprint(model, erasure_file.keys), erasure_file.base_fingerprint)
+    differences = relative_differences(fingerprint, erasure_file.base_fingerprint)
     worst = int(differences.argmax())
     if float(differences[worst]) > SAME_CHECKPOINT_TOLERANCE:
         raise ValueError(f"{name} was computed for other base weights: {erasure_file.keys[worst]} differs by "

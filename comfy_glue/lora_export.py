@@ -13,10 +13,11 @@ import comfy.model_detection
 import comfy.utils
 import folder_paths
 
-from .patching import ErasureAdapter, base_weights_sha256, erasures_on
+from .patching import ErasureAdapter, base_weights_identity, erasures_on
 from .weights import weight_shape
 
 LORA_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 def erasure_recipes(model) -> list[dict[str, str]]:
@@ -56,9 +57,6 @@ def erased_state_dict(model, state_dict: dict[str, torch.Tensor]) -> dict[str, t
     return baked
 
 
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
-
-
 def _stored_scale(state_dict: dict[str, torch.Tensor], weight_key: str) -> torch.Tensor | float:
     """The per-layer scale a quantized checkpoint keeps beside a weight (1 for a plain one)."""
     base = weight_key.removesuffix("weight")
@@ -89,7 +87,7 @@ def erasure_lora(model, dtype: torch.dtype = torch.float16) -> tuple[dict[str, t
         name = key.removesuffix(".weight")
         state_dict[f"{name}.lora_up.weight"] = torch.cat([u for u, _ in factors[key]], dim=1).to(dtype).contiguous()
         state_dict[f"{name}.lora_down.weight"] = torch.cat([d for _, d in factors[key]], dim=0).to(dtype).contiguous()
-    digest = base_weights_sha256(model, factors)
+    digest, _ = base_weights_identity(model, factors)
     metadata = {"erasure_recipes": json.dumps(recipes), "erasure_base_weights_sha256": digest,
                 "erasure_layers": str(len(factors)), "ss_network_module": "comfyui-concept-erasure"}
     return state_dict, metadata

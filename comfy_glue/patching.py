@@ -23,22 +23,22 @@ def rows_as_read(model, family: Family, rows: torch.Tensor | None) -> torch.Tens
     return rows * torch.rsqrt(rows.pow(2).mean(-1, keepdim=True) + eps) * scale
 
 
-def base_weights_sha256(model, keys) -> str:
-    """SHA-256 of the named weights as loaded (before any patch) and as the model computes with them (scaled,
-    quantized and GGUF weights dequantized), in float32: identifies the base model an erasure was computed
-    for, whether the same checkpoint is loaded in fp16 or fp32. A quantized copy of a checkpoint computes
-    with other values than the original, so it has another hash (see ``erasure_files.check_base_model``)."""
+def base_weights_identity(model, keys) -> tuple[str, torch.Tensor]:
+    """``(SHA-256, fingerprint)`` of the named weights as loaded (before any patch) and as the model computes with
+    them (scaled, quantized and GGUF weights dequantized), each weight read once, in sorted key order.
+
+    The SHA-256 (of the float32 values) identifies the base model an erasure was computed for, whether the same
+    checkpoint is loaded in fp16 or fp32; a quantized copy computes with other values, so it has another hash.
+    The fingerprint (:func:`cure_core.fingerprint.weight_fingerprint` per weight, ``[len(keys), 8, 8]``) is the
+    same for a checkpoint and its quantized copies, within their error (see ``erasure_files.check_base_model``)."""
     digest = hashlib.sha256()
+    fingerprints = []
     for key in sorted(keys):
+        weight = base_weight(model, key).to("cpu")
         digest.update(key.encode())
-        digest.update(base_weight(model, key).to("cpu").contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def base_weights_fingerprint(model, keys: list[str]) -> torch.Tensor:
-    """:func:`cure_core.fingerprint.weight_fingerprint` of each named weight as loaded and dequantized, in ``keys``
-    order (``[len(keys), 8, 8]``): the same for a checkpoint and its quantized copies, within their error."""
-    return torch.stack([weight_fingerprint(base_weight(model, key)) for key in keys])
+        digest.update(weight.contiguous().numpy().tobytes())
+        fingerprints.append(weight_fingerprint(weight))
+    return digest.hexdigest(), torch.stack(fingerprints)
 
 
 class ErasureAdapter(LoRAAdapter):

@@ -42,10 +42,14 @@ def load_pack(cpu: bool = True, comfyui: str | Path | None = None) -> ModuleType
         sys.path.insert(0, str(root))
     from comfy.cli_args import args
     args.cpu = cpu
-    spec = importlib.util.spec_from_file_location(PACK_NAME, REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
+    return _import_package(PACK_NAME, REPO)
+
+
+def _import_package(name: str, folder: Path) -> ModuleType:
+    """``folder`` imported as the package ``name``, as ComfyUI imports a custom node folder."""
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
     module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -66,8 +70,4 @@ def load_installed_pack(folder: str) -> ModuleType:
     if not (path / "__init__.py").is_file():
         raise RuntimeError(f"{folder} is not installed in {path.parent}: run scripts/setup.sh (it installs the "
                            "packs the interoperability tests use).")
-    spec = importlib.util.spec_from_file_location(folder, path / "__init__.py", submodule_search_locations=[str(path)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[folder] = module
-    spec.loader.exec_module(module)
-    return module
+    return _import_package(folder, path)

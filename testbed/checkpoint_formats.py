@@ -25,16 +25,19 @@ def _linear_weights(state_dict: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, v in state_dict.items() if k.endswith(".weight") and v.ndim == 2]
 
 
+def _fp8_scaled(weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(fp8(W / s), s)`` with the per-tensor scale ``s = max|W| / fp8 max`` both layouts use."""
+    scale = weight.float().abs().max() / FP8_MAX[dtype]
+    return (weight.float() / scale).to(dtype), scale.reshape(())
+
+
 def scaled_fp8(state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.float8_e4m3fn,
                prefix: str = "") -> dict[str, torch.Tensor]:
     """The scaled-fp8 layout: every linear weight under ``prefix`` (``model.diffusion_model.`` in an all-in-one
     checkpoint) as ``fp8(W / s)`` with ``scale_weight = s = max|W| / fp8 max``, and the marker."""
     out = dict(state_dict)
     for key in (k for k in _linear_weights(state_dict) if k.startswith(prefix)):
-        weight = state_dict[key].float()
-        scale = weight.abs().max() / FP8_MAX[dtype]
-        out[key] = (weight / scale).to(dtype)
-        out[key.removesuffix("weight") + "scale_weight"] = scale.reshape(())
+        out[key], out[key.removesuffix("weight") + "scale_weight"] = _fp8_scaled(state_dict[key], dtype)
     out[prefix + "scaled_fp8"] = torch.empty(0, dtype=dtype)
     return out
 
@@ -45,10 +48,7 @@ def mixed_precision(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torc
     out = dict(state_dict)
     layers = {}
     for key in _linear_weights(state_dict):
-        weight = state_dict[key].float()
-        scale = weight.abs().max() / FP8_MAX[torch.float8_e4m3fn]
-        out[key] = (weight / scale).to(torch.float8_e4m3fn)
-        out[key.removesuffix("weight") + "weight_scale"] = scale.reshape(())
+        out[key], out[key.removesuffix("weight") + "weight_scale"] = _fp8_scaled(state_dict[key], torch.float8_e4m3fn)
         layers[key.removesuffix(".weight")] = {"format": "float8_e4m3fn"}
     return out, {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})}
 

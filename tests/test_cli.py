@@ -173,20 +173,26 @@ def test_cli_keeps_a_scaled_fp8_checkpoint_scaled_fp8(tiny, erase, erase_cli, co
     model, clip, _, _ = load_checkpoint_guess_config(str(source), output_vae=False)
     patched, _ = erase(model, clip, "Van Gogh")
     keys = sorted(patched.patches)
-    with torch.no_grad():
-        reloaded, _, _, _ = load_checkpoint_guess_config(str(out), output_vae=False)
-        weights = pack_module("comfy_glue.weights")
-        for key in keys:
-            [(strength, adapter, *_)] = patched.patches[key]
-            up, down = adapter.weights[:2]
-            expected = weights.base_weight(model, key) + strength * up @ down
-            got = weights.base_weight(reloaded, key)
-            assert float((got - expected).abs().max()) <= float(expected.abs().max()) * 2 ** -4 + 1e-6, key
+    reloaded, _, _, _ = load_checkpoint_guess_config(str(out), output_vae=False)
+    assert_baked_within_fp8_rounding(model, patched, reloaded)
     with safe_open(str(source), "pt") as before, safe_open(str(out), "pt") as after:
         edited = {"model." + k for k in keys}
         for name in before.keys():
             assert before.get_tensor(name).dtype == after.get_tensor(name).dtype, name
             assert torch.equal(before.get_tensor(name), after.get_tensor(name)) != (name in edited), name
+
+
+def assert_baked_within_fp8_rounding(model, patched, reloaded):
+    """Every erased weight of ``reloaded`` (a file cure-erase wrote) is the dequantized base weight of ``model`` plus
+    the node's patch, within fp8 rounding to nearest: half a step, at most 2⁻⁴ of the largest weight."""
+    weights = pack_module("comfy_glue.weights")
+    with torch.no_grad():
+        for key, patch_list in patched.patches.items():
+            [(strength, adapter, *_)] = patch_list
+            up, down = adapter.weights[:2]
+            expected = weights.base_weight(model, key) + strength * up @ down
+            got = weights.base_weight(reloaded, key)
+            assert float((got - expected).abs().max()) <= float(expected.abs().max()) * 2 ** -4 + 1e-6, key
 
 
 @pytest.fixture(scope="module")
@@ -206,25 +212,19 @@ def split_files(tiny, comfy, tmp_path_factory):
 
 def test_cli_erases_split_files_and_writes_the_diffusion_model_in_its_format(split_files, erase_cli, erase, comfy,
                                                                              tmp_path, capsys):
-    import comfy.sd
+    from comfy.sd import CLIPType, load_clip, load_diffusion_model
     diffusion, clip_l = split_files
     out = tmp_path / "sd3_erased.safetensors"
     assert erase_cli.main([str(diffusion), "--text-encoder", str(clip_l), "--clip-type", "sd3", "--forget", "Van Gogh",
                            "--output", str(out)]) == 0
     assert "CURE Spectral Eraser on SD3" in capsys.readouterr().out
-    model = comfy.sd.load_diffusion_model(str(diffusion))
-    clip = comfy.sd.load_clip([str(clip_l)], clip_type=comfy.sd.CLIPType.SD3)
-    patched, _ = erase(model, clip, "Van Gogh")
+    model = load_diffusion_model(str(diffusion))
+    patched, _ = erase(model, load_clip([str(clip_l)], clip_type=CLIPType.SD3), "Van Gogh")
     [key] = sorted(patched.patches)                                      # context_embedder.weight
-    weights = pack_module("comfy_glue.weights")
-    with torch.no_grad():
-        reloaded = comfy.sd.load_diffusion_model(str(out))
-        [(strength, adapter, *_)] = patched.patches[key]
-        expected = weights.base_weight(model, key) + strength * adapter.weights[0] @ adapter.weights[1]
-        got = weights.base_weight(reloaded, key)
+    reloaded = load_diffusion_model(str(out))
     assert type(reloaded.model.model_config).__name__ == "SD3"
-    assert weights.weight_format(reloaded, key) == "scaled float8_e4m3fn"
-    assert float((got - expected).abs().max()) <= float(expected.abs().max()) * 2 ** -4 + 1e-6
+    assert pack_module("comfy_glue.weights").weight_format(reloaded, key) == "scaled float8_e4m3fn"
+    assert_baked_within_fp8_rounding(model, patched, reloaded)
     with safe_open(str(diffusion), "pt") as before, safe_open(str(out), "pt") as after:
         assert set(before.keys()) == set(after.keys())
         changed = {name for name in before.keys() if not torch.equal(before.get_tensor(name), after.get_tensor(name))}

@@ -28,10 +28,6 @@ QUANTIZED = FORMATS[1:]
 CASES = [(family, fmt) for family in FAMILIES for fmt in FORMATS]
 
 
-def _file_stem(family: str) -> str:
-    return FAMILIES[family]
-
-
 @pytest.fixture(scope="module")
 def gguf_pack(pack):
     return load_installed_pack("ComfyUI-GGUF")
@@ -61,7 +57,7 @@ def checkpoints(tiny, comfy, gguf_pack, tmp_path_factory):
 
 def load(family: str, fmt: str, comfy, gguf_pack):
     """The model as a user loads the file of ``fmt``."""
-    arch = _file_stem(family)
+    arch = FAMILIES[family]
     unet = comfy.nodes.UNETLoader()
     gguf_loader = gguf_pack.NODE_CLASS_MAPPINGS["UnetLoaderGGUF"]()
     loaders = {
@@ -94,13 +90,16 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def patch_products(model) -> dict[str, torch.Tensor]:
-    """``up @ down`` of every patch on ``model`` (one patch per layer here)."""
+def patch_products(model, forget: str | None = None) -> dict[str, torch.Tensor]:
+    """``strength · up @ down`` of the erasure patches on ``model`` (only the erasure of ``forget`` when given;
+    one per layer here)."""
     products = {}
     for key, patch_list in model.patches.items():
-        [(strength, adapter, *_)] = patch_list
-        up, down = adapter.weights[:2]
-        products[key] = strength * up.float() @ down.float()
+        assert forget is not None or len(patch_list) == 1, key
+        for strength, adapter, *_ in patch_list:
+            if forget is None or getattr(adapter, "recipe", {}).get("forget") == forget:
+                up, down = adapter.weights[:2]
+                products[key] = strength * up.float() @ down.float()
     return products
 
 
@@ -142,6 +141,7 @@ def test_the_sampler_computes_with_the_dequantized_weight_times_the_eraser(famil
         # The edit removes what the fp16 model's edit removes: W (I − P) within the resolution.
         assert relative(used[key], reference_base[key] + reference_edits[key]) <= tolerance + 1e-5, key
     assert "CURE Spectral Eraser" in report
+    assert f"Weights as stored: {pack_module('comfy_glue.weights').weight_format(patched, sorted(edits)[0])}" in report
 
 
 def test_gguf_and_fp8_weights_are_read_in_their_own_format(checkpoints, erased):
@@ -209,8 +209,8 @@ def test_an_erasure_file_moves_between_a_checkpoint_and_its_quantized_copy(fmt, 
             files.apply_erasure_file(target, saved)
         applied, report = files.apply_erasure_file(target, saved, base_check=files.ANY_PRECISION)
         assert "same checkpoint at any precision" in report
-        expected = {k: w + patch_products(source)[k] for k, w in computed_weights(comfy, target,
-                                                                                    sorted(source.patches)).items()}
+        edits = patch_products(source)
+        expected = {k: w + edits[k] for k, w in computed_weights(comfy, target, sorted(edits)).items()}
         got = computed_weights(comfy, applied, sorted(expected))
         tolerance = 2 * resolution(family, fmt, checkpoints, erased) + 1e-5
         for key, weight in expected.items():
@@ -311,9 +311,9 @@ def test_the_edit_is_the_same_while_the_model_is_loaded_partially(fmt, checkpoin
                 assert relative(weight, first_full[key]) <= 1e-5, key
         finally:
             first.unpatch_model()
-    reference = patch_products_of(expected, FORGET)
-    assert reference and patch_products_of(got, FORGET).keys() == reference.keys()
-    for key, product in patch_products_of(got, FORGET).items():
+    reference, edits = patch_products(expected, FORGET), patch_products(got, FORGET)
+    assert reference and edits.keys() == reference.keys()
+    for key, product in edits.items():
         assert torch.allclose(product, reference[key], rtol=0, atol=1e-6), key
     full = computed_weights(comfy, got, keys)
     with torch.no_grad():
@@ -336,17 +336,6 @@ def layer_functions(comfy, model, keys) -> dict[str, torch.Tensor]:
     return weights
 
 
-def patch_products_of(model, forget: str) -> dict[str, torch.Tensor]:
-    """``up @ down`` of the erasure of ``forget`` on ``model`` (other patches skipped)."""
-    products = {}
-    for key, patch_list in model.patches.items():
-        for strength, adapter, *_ in patch_list:
-            if getattr(adapter, "recipe", {}).get("forget") == forget:
-                up, down = adapter.weights[:2]
-                products[key] = strength * up.float() @ down.float()
-    return products
-
-
 @pytest.mark.parametrize("fmt", ["scaled fp8", "GGUF Q4_K"])
 def test_combined_files_on_a_quantized_model_equal_one_erasure_of_both_lists(fmt, erased, clips, erase):
     files = pack_module("comfy_glue.erasure_files")
@@ -356,7 +345,7 @@ def test_combined_files_on_a_quantized_model_equal_one_erasure_of_both_lists(fmt
     saved = [(name, files.erasure_file_of(erase(model, clip, name)[0])) for name in ("Van Gogh", "Starry Night")]
     combined, _ = files.combine_erasure_files(model, saved)
     both, _ = erase(model, clip, "Van Gogh\nStarry Night")
-    expected = patch_products(both)
-    assert patch_products(combined).keys() == expected.keys()
-    for key, product in patch_products(combined).items():
+    expected, edits = patch_products(both), patch_products(combined)
+    assert edits.keys() == expected.keys()
+    for key, product in edits.items():
         assert relative(product, expected[key]) <= 1e-5, key
