@@ -183,6 +183,12 @@ def _refusal(denoiser: bool = False):
     return run
 
 
+def _finetune(model, clip, forget, retain):
+    unlearn = pack_module("comfy_glue.unlearning").unlearn_concept
+    size = pack_module("testbed.miniature").LATENT_SIZE
+    return unlearn(model, clip, "\n".join(forget), "\n".join(retain), "", ERASE_TEMPLATES, latent_size=size)[0], ""
+
+
 METHODS = {
     "original": lambda model, clip, forget, retain: (model, ""),
     "negative prompt": lambda model, clip, forget, retain: (model, ", ".join(forget)),
@@ -201,6 +207,8 @@ METHODS = {
     # The paper's own recipe (activations of the denoiser's last attention blocks), with the node's defaults.
     "refusal vector (denoiser source)": _refusal(denoiser=True),
     "UCE": _uce,
+    # T2VUnlearning's negatively guided fine-tuning (a LoRA), with the node's defaults, on the world's latent size.
+    "T2VUnlearning (fine-tune)": _finetune,
 }
 
 

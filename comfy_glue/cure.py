@@ -10,7 +10,7 @@ import torch
 import comfy.utils
 
 from ..cure_core.concepts import DEFAULT_ALPHA, TOKEN_SELECTIONS, expand, parse_concepts, parse_templates
-from ..cure_core.checks import check_choice, check_strength
+from ..cure_core.checks import check_choice, check_disjoint, check_strength
 from ..cure_core.edit import LayerEdit, edit_layer, format_layer_table, row_sketch
 from ..cure_core.erasure_file import (CURE_METHOD, ROWS_AS_READ, ConceptRows, number_text, recipe_setting,
                                       row_set_name)
@@ -45,9 +45,7 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
     if not forget:
         raise ValueError("No concept to forget: type at least one concept (one per line) in forget_concepts.")
     retain = parse_concepts(retain_text)
-    both = [c for c in forget if c.lower() in {r.lower() for r in retain}]
-    if both:
-        raise ValueError(f"{', '.join(map(repr, both))} is both forgotten and retained: remove it from one list.")
+    check_disjoint(forget, retain)
     templates = parse_templates(templates_text, kind)
     alpha_f = resolve_alpha(alpha_forget, kind, "alpha_forget")
     alpha_r = resolve_alpha(alpha_retain, kind, "alpha_retain")

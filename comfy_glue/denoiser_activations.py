@@ -14,11 +14,11 @@ import comfy.sample
 import comfy.utils
 
 
-def _empty_latent(model, size: int) -> torch.Tensor:
-    """A zero latent of the model's kind: ``size``×``size`` latent pixels, one frame for video models."""
+def empty_latent(model, size: int, frames: int = 1) -> torch.Tensor:
+    """A zero latent of the model's kind: ``size``×``size`` latent pixels, ``frames`` latent frames for video models."""
     latent_format = model.model.latent_format
-    frames = (1,) if getattr(latent_format, "latent_dimensions", 2) == 3 else ()
-    return torch.zeros(1, latent_format.latent_channels, *frames, size, size)
+    time_axis = (frames,) if getattr(latent_format, "latent_dimensions", 2) == 3 else ()
+    return torch.zeros(1, latent_format.latent_channels, *time_axis, size, size)
 
 
 def capture_layer_inputs(model, conditionings: list, keys: list[str], steps: int = 4, size: int = 16,
@@ -42,7 +42,7 @@ def capture_layer_inputs(model, conditionings: list, keys: list[str], steps: int
             captured[key].append(x.reshape(-1, x.shape[-1]).mean(0, keepdim=True).cpu())
         return hook
 
-    latent = _empty_latent(model, size)
+    latent = empty_latent(model, size)
     noise = comfy.sample.prepare_noise(latent, seed)
     progress = comfy.utils.ProgressBar(len(conditionings) * steps)
     handles = [module.register_forward_pre_hook(hook_for(key)) for key, module in modules.items()]

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..cure_core.erasure_file import CURE_METHOD, Erasure, row_set_name, split_row_set_name
 from ..cure_core.spectral import PER_CONCEPT
+from ..cure_core.unlearning import METHOD as FINETUNE_METHOD
 from .patching import erasures_on
 
 MAX_BARS = 48                      # components shown per spectrum (the strongest ones)
@@ -62,6 +63,8 @@ def charts_for(erasure: Erasure) -> tuple[str, list[Chart]]:
     removed, moved = (("forget energy removed", "retained outputs moved") if cure else
                       ("concept effect removed", "neutral outputs moved"))
     series = [(removed, FORGET, tuple(max(f.forget_removed, 0.0) for f in figures))]
+    if recipe.get("method") == FINETUNE_METHOD:        # a learned change: nothing measured on concept rows
+        series = [("weight change |dW|/|W|", FORGET, tuple(f.weight_change for f in figures))]
     if figures and all(f.retain_change is not None for f in figures):
         series.append((moved, MOVED, tuple(f.retain_change for f in figures)))
     if figures:

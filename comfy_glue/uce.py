@@ -6,7 +6,7 @@ import torch
 import comfy.utils
 
 from ..cure_core.concepts import CONCEPT_AND_END, expand, parse_concepts, parse_templates
-from ..cure_core.checks import check_strength
+from ..cure_core.checks import check_disjoint, check_strength
 from ..cure_core.edit import edit_layer, format_layer_table
 from ..cure_core.families import LAYER_CHOICES
 from ..cure_core.uce import uce_eraser
@@ -30,8 +30,7 @@ def erase_concepts_uce(model, clip, forget_text: str, preserve_text: str = "", g
     if not forget:
         raise ValueError("No concept to forget: type at least one concept (one per line).")
     preserve = parse_concepts(preserve_text)
-    if {c.lower() for c in forget} & {p.lower() for p in preserve}:
-        raise ValueError("A concept is both erased and preserved: remove it from one list.")
+    check_disjoint(forget, preserve, "erased", "preserved")
     for name, value in (("lamb", lamb), ("erase_scale", erase_scale)):
         if not value > 0:
             raise ValueError(f"{name} must be > 0 (got {value}).")

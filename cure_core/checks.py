@@ -18,3 +18,11 @@ def check_strength(strength: float) -> float:
     if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0.0 <= strength <= 1.0):
         raise ValueError(f"strength must be between 0 and 1 (got {strength!r}): 1 applies the full erasure.")
     return float(strength)
+
+
+def check_disjoint(removed: list[str], kept: list[str], removed_word: str = "forgotten",
+                   kept_word: str = "retained") -> None:
+    """A concept in both lists (case aside) would be erased and protected at once: refuse it by name."""
+    both = [c for c in removed if c.lower() in {k.lower() for k in kept}]
+    if both:
+        raise ValueError(f"{', '.join(map(repr, both))} is both {removed_word} and {kept_word}: remove it from one list.")

@@ -47,12 +47,15 @@ def parse_templates(text: str, kind: str) -> tuple[str, ...]:
     """User templates (one per line, each with one ``{}``), or the kind's defaults when empty."""
     check_choice(kind, CONCEPT_KINDS, "concept kind")
     templates = tuple(parse_concepts(text))
-    if not templates:
-        return TEMPLATES[kind]
+    return check_templates(templates) if templates else TEMPLATES[kind]
+
+
+def check_templates(templates: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The templates, or an error naming the first that does not hold exactly one ``{}``."""
     for template in templates:
         if template.count("{}") != 1:
             raise ValueError(f"Template {template!r} must contain exactly one '{{}}' where the concept goes.")
-    return templates
+    return tuple(templates)
 
 
 def expand(concepts: list[str], templates: tuple[str, ...]) -> list[tuple[str, str, str]]:

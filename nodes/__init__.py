@@ -14,11 +14,12 @@ from .erase_uce import EraseConceptsUCE
 from .erasure_files import ApplyErasureFile, CombineErasureFiles, SaveErasure
 from .erasure_spectrum import ErasureSpectrum
 from .save_erasure_lora import SaveErasureLoRA
+from .unlearn_finetune import UnlearnConceptFinetune
 
 
 class ConceptErasureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [EraseConceptsCURE, ConceptPreset, EraseConceptsRefusal, EraseConceptsUCE, SaveErasure,
+        return [EraseConceptsCURE, ConceptPreset, EraseConceptsRefusal, EraseConceptsUCE, UnlearnConceptFinetune, SaveErasure,
                 ApplyErasureFile, CombineErasureFiles, ErasureSpectrum, SaveErasureLoRA, TinyDemoModel,
                 MiniatureWorldModel]

@@ -17,14 +17,14 @@ RUNS = {"erase_style_sd15.json": ("SD1.x", 64), "erase_artist_sd21.json": ("SD2.
         "refusal_nudity_wan21.json": ("Wan 2.1", 64), "refusal_nudity_flux.json": ("Flux", 64),
         "erase_logo_cosmos_predict2.json": ("Cosmos Predict2", 64), "erase_style_lumina2.json": ("Lumina 2", 64),
         "erase_logo_qwen_image.json": ("Qwen-Image", 64), "erase_object_hidream.json": ("HiDream", 64),
-        "erase_style_hunyuan_dit.json": ("Hunyuan-DiT", 64)}
+        "erase_style_hunyuan_dit.json": ("Hunyuan-DiT", 64), "unlearn_nudity_wan21.json": ("Wan 2.1", 64)}
 # Run to their own kind of output (checked by a test of their own).
 GRID_RUNS = {"before_after_grid_sd15.json": ("SD1.x", 64)}
 # Validated by the server only: the pack has no tiny video VAE of their kind to run them with.
 VALIDATE_ONLY = {"erase_smoking_ltxv.json", "erase_object_mochi.json", "erase_celebrity_hunyuanvideo.json",
                  "erase_character_stable_cascade.json", "erase_object_cosmos1.json"}
 # Run as shipped: their loader is the pack's trained miniature model.
-MINIATURE_RUNS = {"miniature_world_erase_red.json"}
+MINIATURE_RUNS = {"miniature_world_erase_red.json", "unlearn_red_miniature.json"}
 # Which demo-model output (MODEL 0, CLIP 1, VAE 2) stands in for each loader output.
 LOADER_OUTPUTS = {"CheckpointLoaderSimple": (0, 1, 2), "UNETLoader": (0,), "DualCLIPLoader": (1,),
                   "CLIPLoader": (1,), "TripleCLIPLoader": (1,), "QuadrupleCLIPLoader": (1,), "VAELoader": (2,)}
@@ -72,6 +72,8 @@ def tiny_version(workflow: dict, object_info: dict, family: str, size: int = 64)
                 node["inputs"]["length"] = 1
         elif node["class_type"] == "KSampler":
             node["inputs"]["steps"] = 2
+        elif node["class_type"] == "CURE_UnlearnConceptFinetune":      # a few iterations on a small latent
+            node["inputs"].update(iterations=3, latent_size=8, latent_frames=1, rank=4)
     prompt["tiny"] = {"class_type": "CURE_TinyDemoModel", "inputs": {"family": family, "seed": 0}}
     return prompt
 
@@ -110,7 +112,7 @@ def test_nodes_are_described_with_inputs_and_tooltips(object_info):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
 def test_example_workflow_is_validated_by_the_server(path, server, object_info):
     prompt = ui_to_api(json.loads(path.read_text()), object_info)
-    assert any(node["class_type"].startswith("CURE_EraseConcepts") for node in prompt.values())
+    assert any(node["class_type"].startswith(("CURE_EraseConcepts", "CURE_Unlearn")) for node in prompt.values())
     prompt_id = server.post_prompt(prompt)     # raises with ComfyUI's message if validation fails
     server.wait(prompt_id, raise_on_error=False)   # it then stops at loading the empty stand-in file
 
@@ -122,11 +124,12 @@ def test_example_workflow_runs_to_an_image(name, server, object_info):
     workflow = json.loads((REPO / "example_workflows" / name).read_text())
     history = server.run(tiny_version(workflow, object_info, family, size))
     outputs = history["outputs"]
-    saved = next(o["images"][0] for o in outputs.values() if "images" in o)
+    saved = next(o["images"][0] for o in outputs.values() if "images" in o and "loss" not in o["images"][0]["filename"])
     image = Image.open(server.base_dir / "output" / saved["subfolder"] / saved["filename"])
     assert image.size == (size, size)
     reports = [o["text"][0] for o in outputs.values() if "text" in o]
-    method = "Low-rank refusal vector" if name.startswith("refusal") else "CURE Spectral Eraser"
+    method = {"refusal": "Low-rank refusal vector", "unlearn": "T2VUnlearning (fine-tune)"}.get(name.split("_")[0],
+                                                                                              "CURE Spectral Eraser")
     assert reports and reports[0].startswith(f"{method} on {family.split()[0]}")
 
 
@@ -146,6 +149,23 @@ def test_the_miniature_workflow_erases_red_as_shipped(server, object_info):
     assert any(np.abs(b - a).mean() > 0.01 for b, a in zip(before, after))          # the erased model drew otherwise
     red_after = sum(f["colour"] == "red" for f in detect_batch(np.stack(after)))
     assert red_after <= red_before / 2, (red_before, red_after)                      # ... and red is gone
+
+
+def test_the_unlearn_workflow_unlearns_red_as_shipped(server, object_info):
+    """The shipped fine-tuning workflow, unchanged (200 iterations on the CPU): red before and after, the loss curve."""
+    import numpy as np
+    from testbed.miniworld.detector import detect_batch
+    workflow = json.loads((REPO / "example_workflows" / "unlearn_red_miniature.json").read_text())
+    outputs = server.run(ui_to_api(workflow, object_info))["outputs"]
+    before = np.stack([np.asarray(i, dtype=np.float32) / 255 for i in saved_images(server, outputs, "unlearn_before")])
+    after = np.stack([np.asarray(i, dtype=np.float32) / 255 for i in saved_images(server, outputs, "unlearn_after_red")])
+    assert len(before) == len(after) == 4
+    red_before = sum(f["colour"] == "red" for f in detect_batch(before))
+    red_after = sum(f["colour"] == "red" for f in detect_batch(after))
+    assert red_before >= 3 and red_after <= red_before / 2, (red_before, red_after)
+    assert len(saved_images(server, outputs, "unlearn_loss")) == 1
+    reports = [o["text"][0] for o in outputs.values() if "text" in o]
+    assert reports and reports[0].startswith("T2VUnlearning (fine-tune) on SD1.x: unlearned red")
 
 
 def test_a_bad_input_is_reported_by_the_server(server, object_info):

@@ -1,0 +1,266 @@
+"""T2VUnlearning's fine-tuning on a ComfyUI MODEL: what the **Unlearn Concept (fine-tune)** node does.
+
+A LoRA (ComfyUI's own trainable ``comfy.weight_adapter`` LoRA, as ``comfy_extras/nodes_train.py`` builds it) is
+attached as weight wrappers to a training clone; ComfyUI's guider loads the model and prepares every prompt's
+conditioning for the family (pooled vectors, extra inputs) and hands the trainer its model wrapper, through which
+:func:`cure_core.unlearning.unlearn` calls the denoiser. The learned factors end as ordinary low-rank patches on a
+fresh clone of the input MODEL, so the pack's Save Erasure as LoRA, baking and the stock samplers treat them as
+they treat the other erasures. The input MODEL is never modified; a cancelled or failed run patches nothing."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+from comfy.weight_adapter import LoRAAdapter
+
+from ..cure_core.concepts import check_templates, parse_concepts
+from ..cure_core.checks import check_choice, check_disjoint
+from ..cure_core.edit import LayerEdit
+from ..cure_core.unlearning import (DEFAULT_ETA, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE, METHOD, UnlearnSettings,
+                                    concept_prompts, unlearn)
+from .denoiser_activations import empty_latent
+from .family import detect_family
+from .patching import patched_clone
+from .weights import effective_weight
+
+# Which layers get the adapter: every attention projection of the denoiser, or only the layers that read the text.
+ATTENTION, TEXT_READING = "attention projections", "text-reading layers"
+LAYER_SETS = (ATTENTION, TEXT_READING)
+_ATTENTION_NAME = re.compile(r"(^|[._])(attn\d*|attention|self_attn|cross_attn|img_attn|txt_attn)([._]|$)")
+SAMPLING_STEPS = 20                 # the schedule x_t is sampled on (Euler, the family's "normal" schedule)
+
+
+def adapted_layer_keys(model, layers: str) -> list[str]:
+    """The 2-D weights that get a LoRA, in state-dict order."""
+    check_choice(layers, LAYER_SETS, "layers")
+    if layers == TEXT_READING:
+        family = detect_family(model)
+        return family.text_layer_keys(model.model.state_dict().keys())
+    keys = []
+    for name, module in model.model.diffusion_model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, torch.nn.Linear) and weight is not None and _ATTENTION_NAME.search(name):
+            keys.append(f"diffusion_model.{name}.weight")
+    return keys
+
+
+class _SwitchableLoRA(torch.nn.Module):
+    """ComfyUI's trainable LoRA (``W + (α/r) up @ down``) with a switch, so the trainer can ask the frozen base."""
+
+    def __init__(self, weight: torch.Tensor, rank: int):
+        super().__init__()
+        self.lora = LoRAAdapter.create_train(weight, rank=rank, alpha=1.0)
+        self.enabled = True
+
+    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.lora(weight) if self.enabled else weight
+
+    def passive_memory_usage(self) -> int:
+        return self.lora.passive_memory_usage()
+
+    def move_to(self, device) -> int:
+        return self.lora.move_to(device)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(up, down)`` with ``up @ down`` the learned weight change."""
+        scale = float(self.lora.alpha) / self.lora.rank
+        return (self.lora.lora_up.weight.detach().float() * scale).clone(), self.lora.lora_down.weight.detach().float().clone()
+
+
+class _ComfyDenoiser:
+    """:class:`cure_core.unlearning.Denoiser` over the model wrapper a ComfyUI guider hands its sampler."""
+
+    def __init__(self, model_wrap, extra_args: dict, noise: torch.Tensor, sigmas: torch.Tensor,
+                 adapters: list[_SwitchableLoRA]):
+        self.model_wrap, self.model_options = model_wrap, extra_args["model_options"]
+        self.noise, self.sigmas, self.adapters = noise, sigmas, adapters
+        self.sampling = model_wrap.inner_model.model_sampling
+
+    def start(self, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(self.noise.shape, generator=generator).to(self.noise)
+        return self.sampling.noise_scaling(self.sigmas[0], noise, torch.zeros_like(noise), True)
+
+    def predict(self, x: torch.Tensor, sigma: torch.Tensor, prompts, adapted: bool) -> list[torch.Tensor]:
+        for adapter in self.adapters:
+            adapter.enabled = adapted
+        conds = [self.model_wrap.conds[_cond_name(p)] for p in prompts]
+        return comfy.samplers.calc_cond_batch(self.model_wrap.inner_model, conds, x, sigma.reshape(1).to(x),
+                                              self.model_options)
+
+
+def _cond_name(prompt: str) -> str:
+    return "prompt: " + prompt
+
+
+class _TrainingSampler(comfy.samplers.Sampler):
+    """Runs the whole training inside the guider's sampling call (model loaded, conditionings prepared)."""
+
+    def __init__(self, train):
+        self.train = train
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        self.train(model_wrap, sigmas, extra_args, noise)
+        return torch.zeros_like(noise)
+
+
+def unlearn_concept(model, clip, concepts_text: str, keep_text: str = "", prompts_text: str = "",
+                    templates_text: str = "", eta: float = DEFAULT_ETA, iterations: int = DEFAULT_ITERATIONS,
+                    learning_rate: float = DEFAULT_LEARNING_RATE,
+                    rank: int = 4, preserve_weight: float = 1.0, guidance: float = 5.0, layers: str = ATTENTION,
+                    latent_size: int = 64, latent_frames: int = 1, seed: int = 0):
+    """Everything the node does, as a function: ``(patched clone, report, loss curve IMAGE)``."""
+    concepts = parse_concepts(concepts_text)
+    if not concepts:
+        raise ValueError("No concept to unlearn: type at least one concept (one per line).")
+    keep = parse_concepts(keep_text)
+    check_disjoint(concepts, keep, "unlearned", "kept")
+    templates = check_templates(parse_concepts(templates_text) or ["{}"])
+    settings = UnlearnSettings(eta=eta, iterations=iterations, learning_rate=learning_rate,
+                               preserve_weight=preserve_weight, guidance=guidance, seed=seed).checked()
+    if not (isinstance(rank, int) and 1 <= rank <= 1024):
+        raise ValueError(f"rank must be a whole number from 1 to 1024 (got {rank!r}).")
+    if not (4 <= latent_size <= 512 and 1 <= latent_frames <= 64):
+        raise ValueError(f"latent_size must be 4 to 512 and latent_frames 1 to 64 (got {latent_size}, {latent_frames}).")
+    family = detect_family(model)
+    keys = adapted_layer_keys(model, layers)
+    if not keys:
+        raise ValueError(f"No {layers} found in this {family.name} model; choose the other layers option.")
+    prompts = concept_prompts(concepts, templates, parse_concepts(prompts_text))
+    keep_prompts = [template.format(k) for k in keep for template in templates]
+
+    training = model.clone()
+    adapters: dict[str, _SwitchableLoRA] = {}
+    progress = comfy.utils.ProgressBar(settings.iterations)
+    losses: list[float] = []
+
+    def on_iteration(_i: int, _loss: float) -> None:
+        progress.update(1)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    def train(model_wrap, schedule, extra_args, noise):
+        _replace_inference_tensors(training.model.diffusion_model)
+        denoiser = _ComfyDenoiser(model_wrap, extra_args, noise, schedule, list(adapters.values()))
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_copy_activation, _unpack):
+            losses.extend(unlearn(denoiser, parameters, prompts, keep_prompts, schedule.float(), settings,
+                                  on_iteration))
+
+    # ComfyUI runs nodes in inference mode; everything autograd touches is made outside it (see
+    # _replace_inference_tensors for the model's own weights).
+    with torch.inference_mode(False):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)                 # the LoRA's initialisation, without touching the global RNG
+            for key in keys:
+                adapters[key] = _SwitchableLoRA(comfy.utils.get_attr(training.model, key), rank)
+                training.add_weight_wrapper(key, adapters[key])
+        parameters = [p for adapter in adapters.values() for p in adapter.lora.parameters() if p.requires_grad]
+        with torch.no_grad():
+            conditionings = {_cond_name(p): clip.encode_from_tokens_scheduled(clip.tokenize(p))
+                             for p in dict.fromkeys(["", *prompts, *keep_prompts])}
+        latent = empty_latent(model, latent_size, latent_frames)
+        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", SAMPLING_STEPS)
+        guider = comfy.samplers.CFGGuider(training)
+        guider.inner_set_conds(conditionings)
+        try:
+            guider.sample(comfy.sample.prepare_noise(latent, seed), latent, _TrainingSampler(train), sigmas,
+                          disable_pbar=True, seed=seed)
+        finally:
+            _remove_wrappers(training, adapters)
+    edits = []
+    for key, adapter in adapters.items():
+        up, down = adapter.factors()
+        change = float(torch.linalg.matrix_norm(up @ down) / effective_weight(model, key).norm().clamp_min(1e-30))
+        edits.append(LayerEdit(key, up, down, change, float("nan"), None))
+    recipe = {"method": METHOD, "family": family.name, "forget": "\n".join(concepts), "retain": "\n".join(keep),
+              "templates": "\n".join(templates), "prompts": prompts_text.strip(), "eta": f"{eta:g}",
+              "iterations": str(iterations), "learning_rate": f"{learning_rate:g}", "rank": str(rank),
+              "preserve_weight": f"{preserve_weight:g}", "guidance": f"{guidance:g}", "layers": layers,
+              "latent": f"{latent_size}x{latent_size}x{latent_frames}", "seed": str(seed)}
+    patched = patched_clone(model, edits, 1.0, recipe)
+    report = _report(family.name, concepts, keep, prompts, edits, losses, settings, layers)
+    return patched, report, loss_curve_image(losses)
+
+
+def _replace_inference_tensors(module: torch.nn.Module) -> None:
+    """ComfyUI runs nodes in inference mode, so a model loaded there holds inference tensors, which autograd cannot
+    save for the backward pass (a GPU load copies them anyway; on the CPU they stay). Each such parameter or buffer
+    is replaced once by an ordinary tensor with the same values: the model computes exactly as before."""
+    with torch.inference_mode(False):
+        for child in module.modules():
+            for store in (child._parameters, child._buffers):
+                for name, tensor in store.items():
+                    if tensor is not None and tensor.is_inference():
+                        copy = tensor.clone()
+                        store[name] = torch.nn.Parameter(copy, requires_grad=False) if name in child._parameters else copy
+
+
+def _copy_activation(tensor: torch.Tensor) -> torch.Tensor:
+    """What autograd keeps of an activation for the backward pass: a copy. Some of ComfyUI's models update their
+    residual streams in place (Flux: ``img += ...``), which would invalidate the saved tensor; weights (leaves) are
+    kept as they are."""
+    return tensor.clone() if tensor.grad_fn is not None else tensor
+
+
+def _unpack(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _remove_wrappers(training, adapters: dict[str, _SwitchableLoRA]) -> None:
+    """Take the adapters off the shared modules (ComfyUI leaves weight wrappers in place after a full load, and
+    the modules are the input MODEL's too)."""
+    for key in adapters:
+        training.weight_wrapper_patches.pop(key, None)
+        module = comfy.utils.get_attr(training.model, key.removesuffix(".weight"))
+        functions = getattr(module, "weight_function", None)
+        if functions:
+            module.weight_function = [f for f in functions if not isinstance(f, _SwitchableLoRA)]
+
+
+def _report(family: str, concepts, keep, prompts, edits: list[LayerEdit], losses: list[float],
+            settings: UnlearnSettings, layers: str) -> str:
+    window = max(1, len(losses) // 10)
+    first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
+    changes = [e.weight_change for e in edits]
+    return "\n".join([
+        f"{METHOD} on {family}: unlearned {', '.join(concepts)}; kept {', '.join(keep) if keep else 'nothing'}",
+        f"{len(prompts)} concept prompt(s), eta {settings.eta:g}, {settings.iterations} iterations at learning rate "
+        f"{settings.learning_rate:g}, keep weight {settings.preserve_weight:g}, seed {settings.seed}",
+        f"LoRA on {len(edits)} {layers} (rank {edits[0].up.shape[1]}); patches hold "
+        f"{sum(e.numel for e in edits) * 4 / 2**20:.2f} MiB",
+        f"Loss (mean of the first and last tenth): {first:.4g} -> {last:.4g}",
+        f"Weight change: mean {np.mean(changes):.2%}, max {max(changes):.2%}",
+    ])
+
+
+def loss_curve_image(losses: list[float], width: int = 640, height: int = 320) -> torch.Tensor:
+    """The loss per iteration (and its running mean) as a ComfyUI IMAGE ``[1, H, W, 3]``."""
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = 56, 24, width - 16, height - 32
+    draw.rectangle((left, top, right, bottom), outline=(40, 40, 40))
+    draw.text((left, 6), "unlearning loss per iteration (grey) and running mean (red)", fill=(40, 40, 40))
+    values = np.asarray(losses, dtype=np.float64)
+    if values.size:
+        high = float(values.max()) or 1.0
+        draw.text((4, top), f"{high:.3g}", fill=(40, 40, 40))
+        draw.text((4, bottom - 10), "0", fill=(40, 40, 40))
+        draw.text((right - 60, bottom + 8), f"{values.size} it", fill=(40, 40, 40))
+        window = max(1, values.size // 20)
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+
+        def points(series, offset=0):
+            span = max(1, values.size - 1)
+            return [(left + (i + offset) / span * (right - left), bottom - v / high * (bottom - top))
+                    for i, v in enumerate(series)]
+        if values.size > 1:
+            draw.line(points(values), fill=(170, 170, 170), width=1)
+        if smooth.size > 1:
+            draw.line(points(smooth, window - 1), fill=(200, 40, 40), width=2)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
