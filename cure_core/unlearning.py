@@ -128,13 +128,13 @@ def unlearn(denoiser: Denoiser, parameters: Sequence[torch.nn.Parameter], prompt
         loss = _scaled_mse(prediction, target, sigma)
         if kept:
             loss = loss + settings.preserve_weight * _scaled_mse(kept_prediction[0], reference[0], sigma)
+        value = float(loss.detach())
+        if not math.isfinite(value):            # before the step: the adapter is not filled with NaN
+            raise ValueError(f"The loss became {value} at iteration {i + 1}: lower learning_rate or eta.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, settings.grad_clip)
         optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise ValueError(f"The loss became {value} at iteration {i + 1}: lower learning_rate or eta.")
         losses.append(value)
         if on_iteration is not None:
             on_iteration(i, value)

@@ -215,3 +215,11 @@ def test_the_learned_lora_goes_through_erasure_files_and_the_spectrum(built, unl
         files.combine_erasure_files(model, [("unlearned", erasure_file)])
     picture = pack_module("comfy_glue.spectrum_chart").spectrum_image(patched)
     assert picture.ndim == 4 and picture.shape[-1] == 3 and float(picture.std()) > 0
+
+
+def test_a_loss_that_becomes_nan_stops_training_with_a_message():
+    toy = ToyDenoiser(["cat"])
+    toy.embed["cat"] = torch.full((6,), float("nan"))
+    with pytest.raises(ValueError, match="lower learning_rate"):
+        unlearn(toy, [toy.up, toy.down], ["cat"], [], torch.linspace(2.0, 0.0, 5), UnlearnSettings(iterations=3))
+    assert torch.isfinite(toy.up).all() and torch.isfinite(toy.down).all()
