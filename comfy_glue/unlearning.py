@@ -23,11 +23,13 @@ from comfy.weight_adapter import LoRAAdapter
 from ..cure_core.concepts import check_templates, parse_concepts
 from ..cure_core.checks import check_choice, check_disjoint
 from ..cure_core.edit import LayerEdit
+from ..cure_core.families import Family
 from ..cure_core.unlearning import (DEFAULT_ETA, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE, METHOD, UnlearnSettings,
                                     concept_prompts, unlearn)
 from .denoiser_activations import empty_latent
 from .family import detect_family
 from .patching import patched_clone
+from .spectrum_chart import image_tensor
 from .weights import effective_weight
 
 # Which layers get the adapter: every attention projection of the denoiser, or only the layers that read the text.
@@ -37,11 +39,10 @@ _ATTENTION_NAME = re.compile(r"(^|[._])(attn\d*|attention|self_attn|cross_attn|i
 SAMPLING_STEPS = 20                 # the schedule x_t is sampled on (Euler, the family's "normal" schedule)
 
 
-def adapted_layer_keys(model, layers: str) -> list[str]:
+def adapted_layer_keys(model, family: Family, layers: str) -> list[str]:
     """The 2-D weights that get a LoRA, in state-dict order."""
     check_choice(layers, LAYER_SETS, "layers")
     if layers == TEXT_READING:
-        family = detect_family(model)
         return family.text_layer_keys(model.model.state_dict().keys())
     keys = []
     for name, module in model.model.diffusion_model.named_modules():
@@ -130,7 +131,7 @@ def unlearn_concept(model, clip, concepts_text: str, keep_text: str = "", prompt
     if not (4 <= latent_size <= 512 and 1 <= latent_frames <= 64):
         raise ValueError(f"latent_size must be 4 to 512 and latent_frames 1 to 64 (got {latent_size}, {latent_frames}).")
     family = detect_family(model)
-    keys = adapted_layer_keys(model, layers)
+    keys = adapted_layer_keys(model, family, layers)
     if not keys:
         raise ValueError(f"No {layers} found in this {family.name} model; choose the other layers option.")
     prompts = concept_prompts(concepts, templates, parse_concepts(prompts_text))
@@ -263,4 +264,4 @@ def loss_curve_image(losses: list[float], width: int = 640, height: int = 320) -
             draw.line(points(values), fill=(170, 170, 170), width=1)
         if smooth.size > 1:
             draw.line(points(smooth, window - 1), fill=(200, 40, 40), width=2)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
+    return image_tensor(image)

@@ -119,7 +119,8 @@ def test_the_concept_moves_toward_its_target_and_the_input_model_is_untouched(fa
                                                        layers=unlearning.ATTENTION, **{**FAST, "iterations": 40},
                                                        latent_frames=2 if family == "Wan 2.1" else 1)   # video: 2 frames
     assert_same_state(before, snapshot(model)) and model.patches == {}
-    keys = unlearning.adapted_layer_keys(model, unlearning.ATTENTION)
+    keys = unlearning.adapted_layer_keys(model, pack_module("comfy_glue.family").detect_family(model),
+                                        unlearning.ATTENTION)
     assert keys and set(patched.patches) == set(keys)
     assert "T2VUnlearning" in report and f"LoRA on {len(keys)} attention projections" in report
     assert curve.shape[0] == 1 and curve.shape[-1] == 3
