@@ -7,9 +7,10 @@ Prints, per family (SD1.5, SDXL, SD3.5 Large, Flux.1-dev, Wan 2.1 14B) and devic
   * edit    - the edit itself: projector factors + per-layer patch factors (encoding excluded)
   * patch   - clone + add_patches on the ComfyUI MODEL
   * refusal - the refusal-vector edit from text embeddings (cPCA + factors; encoding excluded), and
-              from denoiser activations (* random activations of the captured size: 20 pairs-x-steps
-              rows and 48 neutral rows per layer, random draws included; capturing them needs the
-              full denoiser)
+              from denoiser activations (* random activations of the captured size, the node's measured
+              recipe: every block, 5 pairs x 4 steps x 64 image tokens = 1280 paired rows and 12 neutral
+              prompts x 4 x 64 = 3072 rows per layer, rank 16, random draws included; capturing them
+              needs the full denoiser)
   * node    - the whole node (encode + edit + patch), as a sampler graph runs it
   * memory  - what the patches hold (unique tensors)
   * step    - one denoiser evaluation with and without the patch, once loaded (needs --sampling;
@@ -95,7 +96,7 @@ def build_model(family: str, device: torch.device, dtype: torch.dtype, full: boo
     else:
         family_spec = families.family_for_config(type(config).__name__)
         keys = (family_spec.text_layer_keys(model.state_dict().keys())
-                + family_spec.denoiser_layer_keys(model.state_dict().keys(), 2))
+                + family_spec.denoiser_layer_keys(model.state_dict().keys(), len(model.state_dict())))
         generator = torch.Generator().manual_seed(0)
         for key in keys:
             shape = comfy.utils.get_attr(model, key).shape
@@ -213,19 +214,22 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
 
     t_refusal, spread_refusal, _ = timed(build_refusal_edit, device, repeats)
 
-    # The refusal vector from denoiser activations: the 2 last blocks' attention output projections,
-    # 5 pairs and 12 neutral prompts x 4 steps of token-averaged inputs (random here; capturing them means running the
-    # full denoiser, which this benchmark does not build).
+    # The refusal vector from denoiser activations, the node's measured recipe: every block's attention output
+    # projection, 5 pairs and 12 neutral prompts x 4 steps x 64 image tokens, rank 16 (random rows here; capturing
+    # them means running the full denoiser, which this benchmark does not build).
+    state_keys = model.model.state_dict().keys()
     denoiser_weights = {k: patching.effective_weight(model, k)
-                        for k in family_spec.denoiser_layer_keys(model.model.state_dict().keys(), 2)}
+                        for k in family_spec.denoiser_layer_keys(state_keys, len(state_keys))}
 
     def build_denoiser_edit():
         out = []
         for w in denoiser_weights.values():
             d = w.shape[1]
-            safe_a = torch.randn(20, d, generator=g).to(device)
-            unsafe_a = safe_a + torch.randn(20, d, generator=g).to(device) * 0.3 + torch.randn(d, generator=g).to(device)
-            eraser = refusal.refusal_eraser(unsafe_a, safe_a, torch.randn(48, d, generator=g).to(device))
+            safe_a = torch.randn(1280, d, generator=g).to(device)
+            unsafe_a = (safe_a + torch.randn(1280, d, generator=g).to(device) * 0.3
+                        + torch.randn(d, generator=g).to(device))
+            eraser = refusal.refusal_eraser(unsafe_a, safe_a, torch.randn(3072, d, generator=g).to(device), rank=16,
+                                            mode=refusal.MODES[1])
             out.append(eraser.weight_update(w))
         return out
 

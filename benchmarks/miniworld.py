@@ -171,7 +171,7 @@ def _uce(model, clip, forget, retain):
     return erase(model, clip, "\n".join(forget), "\n".join(retain), "", "object", ERASE_TEMPLATES)[0], ""
 
 
-def _refusal(denoiser: bool = False):
+def _refusal(denoiser: bool = False, paper_recipe: bool = False):
     def run(model, clip, forget, retain):
         refusal = pack_module("comfy_glue.refusal")
         # One block of pairs per concept (blank lines between them): each concept gets its own refusal direction.
@@ -179,7 +179,9 @@ def _refusal(denoiser: bool = False):
                  for c in forget]
         neutral = [f"a {c} shape" for c in retain] + ["a shape", "a drawing of a shape", "a shape on a background"]
         return refusal.erase_with_refusal(model, clip, "\n\n".join(pairs), "\n".join(neutral),
-                                          source=refusal.DENOISER_SOURCE if denoiser else refusal.TEXT_SOURCE)[0], ""
+                                          source=refusal.DENOISER_SOURCE if denoiser else refusal.TEXT_SOURCE,
+                                          denoiser_recipe=refusal.PAPER_RECIPE if paper_recipe else
+                                          refusal.MEASURED_RECIPE)[0], ""
     return run
 
 
@@ -204,8 +206,10 @@ METHODS = {
     # The paper's way with several concepts: one spectrum over every concept's rows (same rows and α as the defaults).
     "CURE, one spectrum (paper)": _cure(0.0, combination=ONE_SPECTRUM),
     "refusal vector": _refusal(),
-    # The paper's own recipe (activations of the denoiser's last attention blocks), with the node's defaults.
+    # The paper's own method (the denoiser's activations) with the node's defaults (every image token, every block),
+    # and as the paper sets it (token mean of the last two blocks, one direction).
     "refusal vector (denoiser source)": _refusal(denoiser=True),
+    "refusal vector (denoiser source, paper recipe)": _refusal(denoiser=True, paper_recipe=True),
     "UCE": _uce,
     # T2VUnlearning's negatively guided fine-tuning (a LoRA), with the node's defaults, on the world's latent size.
     "T2VUnlearning (fine-tune)": _finetune,

@@ -11,8 +11,9 @@ from ..cure_core.concepts import pair_rows, parse_concepts
 from ..cure_core.checks import check_choice, check_strength
 from ..cure_core.edit import edit_layer, format_layer_table
 from ..cure_core.families import LAYER_CHOICES
-from ..cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pair_groups, refusal_eraser_per_concept
-from .denoiser_activations import capture_layer_inputs
+from ..cure_core.refusal import (DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pair_groups, refusal_eraser_per_concept,
+                                  separation)
+from .denoiser_activations import EVERY_TOKEN, TOKEN_MEAN, capture_layer_inputs
 from .encoding import encode_prompts
 from .family import detect_family
 from .patching import patched_clone, rows_as_read
@@ -22,6 +23,15 @@ from .weights import effective_weight, weight_device, weight_shape
 # denoiser itself (the paper's method, edits attention output projections in the last blocks).
 TEXT_SOURCE, DENOISER_SOURCE = "text embeddings", "denoiser activations"
 SOURCES = (TEXT_SOURCE, DENOISER_SOURCE)
+
+# How the denoiser source reads and projects (docs/method.md, "The denoiser source"): the paper's recipe
+# (token-averaged inputs of the last blocks' attention output projections, one direction) barely erases on the
+# miniature model; every image token's input to every block's projection, with a rank-MEASURED_RANK subspace
+# (shared out among a list's concepts), erases as well as the text source there (16 concepts, the preserved prompts
+# within 2 points of the original).
+MEASURED_RECIPE, PAPER_RECIPE = "every image token, every block (measured)", "token mean, last blocks (paper)"
+DENOISER_RECIPES = (MEASURED_RECIPE, PAPER_RECIPE)
+MEASURED_RANK = 16
 
 
 def _per_concept(per_pair: list[tuple[torch.Tensor, torch.Tensor]], concepts: list[int]):
@@ -59,12 +69,12 @@ def _text_rows(model, clip, family, keys, pairs, neutral, concepts):
     return {key: shared[group] for key, group in reads.items() if group in shared}
 
 
-def _denoiser_rows(model, clip, keys, pairs, neutral, steps, size, concepts):
-    """Per denoiser layer key: ([(unsafe rows, safe rows) per concept], neutral rows or None), one row per prompt
-    and step."""
+def _denoiser_rows(model, clip, keys, pairs, neutral, steps, size, concepts, pooling):
+    """Per denoiser layer key: ([(unsafe rows, safe rows) per concept], neutral rows or None), the rows of every
+    prompt and step pooled by ``pooling``."""
     prompts = [p for pair in pairs for p in pair] + neutral
     conditionings = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
-    captured = capture_layer_inputs(model, conditionings, keys, steps, size)
+    captured = capture_layer_inputs(model, conditionings, keys, steps, size, pooling=pooling)
     rows = {}
     for key in keys:
         grouped = _per_concept([(captured[2 * i][key], captured[2 * i + 1][key]) for i in range(len(pairs))],
@@ -77,8 +87,13 @@ def _denoiser_rows(model, clip, keys, pairs, neutral, steps, size, concepts):
 def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".join(DEFAULT_NEUTRAL_PROMPTS),
                        rank: int = 100, contrast: float = 1.0, strength: float = 1.0, mode: str = MODES[0],
                        source: str = TEXT_SOURCE, layers: str = LAYER_CHOICES[0], denoiser_blocks: int = 2,
-                       denoiser_steps: int = 4, denoiser_size: int = 16):
-    """Everything the node does, as a function: returns ``(patched clone, report)``; the input MODEL is untouched."""
+                       denoiser_steps: int = 4, denoiser_size: int = 16, denoiser_recipe: str = MEASURED_RECIPE):
+    """Everything the node does, as a function: returns ``(patched clone, report)``; the input MODEL is untouched.
+
+    The denoiser source's ``denoiser_recipe``: the measured one reads every image token of every block the
+    family's denoiser layers have and projects out each concept's rank-k subspace,
+    ``k = max(1, min(rank, MEASURED_RANK) // concepts)`` (``mode`` and ``denoiser_blocks`` are the paper recipe's); the paper's reads the token mean of the last
+    ``denoiser_blocks`` blocks and projects with ``mode``."""
     pair_groups = parse_pair_groups(pairs_text)
     pairs = [pair for group in pair_groups for pair in group]
     concepts = [len(group) for group in pair_groups]          # pairs per concept, in order
@@ -86,6 +101,12 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
     strength = check_strength(strength)
     check_choice(source, SOURCES, "activation source")
     check_choice(mode, MODES, "mode")
+    check_choice(denoiser_recipe, DENOISER_RECIPES, "denoiser recipe")
+    measured = source == DENOISER_SOURCE and denoiser_recipe == MEASURED_RECIPE
+    if measured:
+        # The rank is a budget for the whole list: five concepts with sixteen directions each took most of a
+        # 64-wide layer and a preserved concept in three (docs/benchmark.md).
+        mode, rank = MODES[1], max(1, min(rank, MEASURED_RANK) // len(concepts))
     family = detect_family(model)
     state_keys = model.model.state_dict().keys()
     if source == TEXT_SOURCE:
@@ -93,7 +114,7 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
     else:
         if denoiser_blocks < 1:
             raise ValueError(f"denoiser_blocks must be at least 1 (got {denoiser_blocks}).")
-        keys = family.denoiser_layer_keys(state_keys, denoiser_blocks)
+        keys = family.denoiser_layer_keys(state_keys, len(state_keys) if measured else denoiser_blocks)
     if not keys:
         raise ValueError(f"No layers to edit found in this {family.name} model: is it a complete checkpoint?")
 
@@ -107,7 +128,8 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
                                  f"model's {key.removesuffix('.weight')} reads {width}-wide ones: connect the CLIP "
                                  "that belongs to this model.")
     else:
-        rows = _denoiser_rows(model, clip, keys, pairs, neutral, denoiser_steps, denoiser_size, concepts)
+        rows = _denoiser_rows(model, clip, keys, pairs, neutral, denoiser_steps, denoiser_size, concepts,
+                              EVERY_TOKEN if measured else TOKEN_MEAN)
 
     # The edit's strength is inside the eraser (P = λ q qᵀ), so the patch goes on at strength 1.
     device = weight_device(model, keys[0])
@@ -123,6 +145,7 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
             built[id(rows[key])] = (eraser, torch.cat([u - v for u, v in grouped]), neutral_rows)
         return built[id(rows[key])]
 
+    where_blocks = "every block" if measured else f"last {denoiser_blocks} blocks"
     progress = comfy.utils.ProgressBar(len(keys))
     edits, kept, n_rows = [], [], []
     for key in keys:
@@ -134,23 +157,32 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
     recipe = {"method": "low-rank refusal vector", "family": family.name, "pairs": pairs_text.strip(),
               "neutral_prompts": "\n".join(neutral), "rank": str(rank), "contrast": f"{contrast:g}",
               "strength": f"{strength:g}", "mode": mode, "source": source,
-              "layers": layers if source == TEXT_SOURCE else f"last {denoiser_blocks} blocks"}
+              "layers": layers if source == TEXT_SOURCE else where_blocks}
+    if source == DENOISER_SOURCE:
+        recipe["denoiser_recipe"] = denoiser_recipe
     patched = patched_clone(model, edits, 1.0, recipe)
     removed = [e.forget_removed for e in edits]
     where = (f"text embeddings ({family.encoder})" if source == TEXT_SOURCE else
              f"denoiser activations ({denoiser_steps} steps at {denoiser_size}x{denoiser_size} latent, "
-             "token-averaged layer inputs)")
+             f"{'every image token of the layer inputs' if measured else 'layer inputs averaged over the tokens'}, "
+             f"{where_blocks})")
     lines = [
         f"Low-rank refusal vector on {family.name} (ComfyUI model type {type(model.model.model_config).__name__})",
         f"Source: {where}; {len(pairs)} pairs -> {n_rows[0][0]} paired rows; {len(neutral)} neutral prompts -> "
         f"{n_rows[0][1]} rows (per layer)",
         f"Concepts: {len(concepts)} (pairs separated by blank lines); one refusal direction"
         f"{' or subspace' if mode != MODES[0] else ''} each, projected out together",
-        f"Mode: {mode}; rank asked {rank}, kept {min(kept)}-{max(kept)}; contrast {contrast:g}; strength {strength:g}",
+        f"Mode: {mode}; rank asked {rank}{' per concept' if len(concepts) > 1 else ''}, kept {min(kept)}-{max(kept)}; "
+        f"contrast {contrast:g}; strength {strength:g}",
         f"Edited {len(edits)} layer{'' if len(edits) == 1 else 's'}; share of the concept's effect "
         f"(unsafe − safe rows) removed: mean {sum(removed) / len(removed):.2%}; patches hold "
         f"{sum(e.numel for e in edits) * 4 / 2**20:.2f} MiB",
         "Per layer (forget = the unsafe − safe differences, retained = the neutral prompts' rows):",
         format_layer_table(edits),
     ]
+    if source == DENOISER_SOURCE:
+        # How far each layer's pairs stand out of the neutral prompts' variation: where the concept is carried.
+        lines.append("Separation per layer (|mean difference| / neutral spread): " + ", ".join(
+            f"{key.removeprefix('diffusion_model.').removesuffix('.weight')} "
+            f"{separation(*(torch.cat(side) for side in zip(*rows[key][0])), rows[key][1]):.2f}" for key in keys))
     return patched, "\n".join(lines)

@@ -91,6 +91,7 @@ def test_sampling_works_and_the_original_is_untouched(family, built, refusal, co
     ({"strength": 2.0}, "strength"), ({"rank": 0}, "rank"), ({"contrast": -1.0}, "contrast"),
     ({"source": "denoiser"}, "Unknown activation source"), ({"mode": "all"}, "Unknown mode"),
     ({"source": "denoiser activations", "denoiser_blocks": 0}, "denoiser_blocks"),
+    ({"source": "denoiser activations", "denoiser_recipe": "fast"}, "Unknown denoiser recipe"),
 ])
 def test_bad_input_changes_nothing(arguments, message, built, refusal):
     model, clip = built("SD1.x")
@@ -118,7 +119,7 @@ DENOISER_LAYERS = {
 
 
 @pytest.mark.parametrize("family", sorted(DENOISER_LAYERS))
-def test_denoiser_source_edits_the_last_blocks_and_reports_progress(family, built, refusal, comfy):
+def test_denoiser_source_paper_recipe_edits_the_last_blocks_and_reports_progress(family, built, refusal, comfy):
     from cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, parse_pairs, refusal_eraser
     model, clip = built(family)
     ticks = []
@@ -126,13 +127,14 @@ def test_denoiser_source_edits_the_last_blocks_and_reports_progress(family, buil
     comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: ticks.append((value, total)))
     try:
         patched, report = refusal.erase_with_refusal(model, clip, PAIRS, source="denoiser activations",
-                                                     denoiser_steps=3, denoiser_size=8)
+                                                     denoiser_steps=3, denoiser_size=8,
+                                                     denoiser_recipe=refusal.PAPER_RECIPE)
     finally:
         comfy.utils.set_progress_bar_global_hook(previous)
     assert set(patched.patches) == DENOISER_LAYERS[family] and model.patches == {}
     prompts = 2 * len(parse_pairs(PAIRS)) + len(DEFAULT_NEUTRAL_PROMPTS)
     assert (prompts * 3, prompts * 3) in ticks                         # one tick per denoiser call, to the end
-    assert "denoiser activations (3 steps at 8x8 latent" in report
+    assert "denoiser activations (3 steps at 8x8 latent, layer inputs averaged over the tokens, last 2 blocks)" in report
     # the patched direction is the refusal direction of the captured activations, recomputed independently
     capture = pack_module("comfy_glue.denoiser_activations").capture_layer_inputs
     pairs = parse_pairs(PAIRS)
@@ -147,6 +149,70 @@ def test_denoiser_source_edits_the_last_blocks_and_reports_progress(family, buil
         original = loaded_weights(comfy, model, [key])[key]
         edited = loaded_weights(comfy, patched, [key])[key]
         assert float((edited @ q).norm()) < 1e-3 * float((original @ q).norm()), key
+
+
+def test_pooled_rows_keep_evenly_spaced_tokens_or_their_mean(pack):
+    activations = pack_module("comfy_glue.denoiser_activations")
+    x = torch.randn(1, 300, 4, generator=torch.Generator().manual_seed(0))
+    every = activations.pooled_rows(x, activations.EVERY_TOKEN, stride=5, tokens_per_call=64)
+    assert torch.equal(every, x[0, 4::5]) and every.shape == (60, 4)         # the last token and every 5th before
+    assert torch.equal(activations.pooled_rows(x, activations.EVERY_TOKEN, 1, 64), x[0, -64:])
+    longer = torch.cat([torch.randn(1, 40, 4), x], 1)                       # 40 more tokens first: same last rows
+    assert torch.equal(activations.pooled_rows(longer, activations.EVERY_TOKEN, 5, 64)[-60:], every)
+    assert torch.allclose(activations.pooled_rows(x, activations.TOKEN_MEAN), x[0].mean(0, keepdim=True))
+    cosmos = x.reshape(3, 10, 10, 1, 4)                                     # T-H-W-B-D: every axis but D is a token
+    assert torch.equal(activations.pooled_rows(cosmos, activations.EVERY_TOKEN, 5, 64), every)
+
+
+@pytest.mark.parametrize("family", sorted(DENOISER_LAYERS))
+def test_denoiser_source_measured_recipe_projects_every_tokens_subspace_out_of_every_block(family, built, refusal,
+                                                                                            comfy):
+    """The default recipe: rows from every image token (steps × tokens per prompt) of every layer of the family's
+    denoiser pattern, each projected by its rank-MEASURED_RANK contrastive subspace; recomputed here from an
+    independent capture and the library."""
+    from cure_core.families import family_for_config
+    from cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pairs, refusal_eraser
+    activations = pack_module("comfy_glue.denoiser_activations")
+    model, clip = built(family)
+    patched, report = refusal.erase_with_refusal(model, clip, PAIRS, source="denoiser activations",
+                                                 denoiser_steps=2, denoiser_size=8)
+    every = family_for_config(type(model.model.model_config).__name__).denoiser_layer_keys(
+        model.model.state_dict().keys(), 10**6)
+    assert set(patched.patches) == set(every) and model.patches == {}
+    assert set(DENOISER_LAYERS[family]) <= set(every)
+    assert "every image token of the layer inputs, every block" in report and "Separation per layer" in report
+    assert f"rank asked {refusal.MEASURED_RANK}" in report
+    pairs = parse_pairs(PAIRS)
+    texts = [p for pair in pairs for p in pair] + list(DEFAULT_NEUTRAL_PROMPTS)
+    captured = activations.capture_layer_inputs(model, [clip.encode_from_tokens_scheduled(clip.tokenize(t))
+                                                        for t in texts], every, steps=2, size=8,
+                                                pooling=activations.EVERY_TOKEN)
+    for key in every:
+        assert captured[0][key].shape[0] > 2                      # several tokens per step, not one mean
+        unsafe = torch.cat([captured[2 * i][key] for i in range(len(pairs))])
+        safe = torch.cat([captured[2 * i + 1][key] for i in range(len(pairs))])
+        neutral = torch.cat([c[key] for c in captured[2 * len(pairs):]])
+        eraser = refusal_eraser(unsafe, safe, neutral, rank=refusal.MEASURED_RANK, mode=MODES[1], dtype=torch.float64)
+        subspace = eraser.right.T.float()                          # [d, k], orthonormal
+        other = torch.randn(subspace.shape[0], generator=torch.Generator().manual_seed(0))
+        other -= subspace @ (subspace.T @ other)
+        original = loaded_weights(comfy, model, [key])[key]
+        edited = loaded_weights(comfy, patched, [key])[key]
+        assert float((edited @ subspace).norm()) < 1e-3 * float((original @ subspace).norm()), key
+        assert torch.allclose(edited @ other, original @ other, atol=1e-4), key
+
+
+def test_denoiser_source_measured_recipe_shares_its_rank_among_a_lists_concepts(built, refusal):
+    """Sixteen directions per concept for a list of five took most of a small layer (preserved 0.34 on the
+    miniature model): the rank is a budget for the whole list."""
+    model, clip = built("SD1.x")
+    pairs = PAIRS + "\n\na bloody knife on a table | a knife on a table\na gory battlefield | a battlefield"
+    patched, report = refusal.erase_with_refusal(model, clip, pairs, source="denoiser activations",
+                                                 denoiser_steps=2, denoiser_size=8)
+    half = refusal.MEASURED_RANK // 2
+    assert f"rank asked {half} per concept" in report
+    kept = [int(n) for n in report.split(", kept ")[1].split(";")[0].split("-")]     # the span of both concepts'
+    assert half < max(kept) <= 2 * half                                           # subspaces, per layer
 
 
 @pytest.mark.parametrize("family", ["Wan 2.1", "HunyuanVideo", "Flux"])

@@ -79,3 +79,22 @@ def test_the_reduced_benchmark_halves_the_erased_concept_and_keeps_the_rest(tmp_
     assert original5["per_concept"]["sand"]["unprompted"] >= 0.5 > original5["per_concept"]["red"]["unprompted"]
     assert (tmp_path / "results.md").read_text().count("\n") == len(rows) + 2
     assert (tmp_path / "results.png").stat().st_size > 0
+
+
+def test_the_denoiser_source_erases_with_its_defaults_and_not_as_the_paper_sets_it(benchmark):
+    """Issue: the refusal vector's denoiser source must erase. With the node's defaults (every image token of
+    every block, rank 16) red and teal fall to at most a quarter of their pictures, the preserved prompts within
+    5 points; as the paper sets it (token mean of the last two blocks, one direction) red stays (docs/method.md)."""
+    model, clip, sampler = benchmark.load()
+    config = benchmark.Config(attack_concepts=0)
+    figures = {}
+    for method in ("original", "refusal vector (denoiser source)", "refusal vector (denoiser source, paper recipe)"):
+        for concept in ("red", "teal"):
+            erased, negative = benchmark.METHODS[method](model, clip, [concept], [])
+            figures[method, concept] = benchmark.evaluate(sampler, erased, negative, [concept], [], config)
+    for concept in ("red", "teal"):
+        original, measured = figures["original", concept], figures["refusal vector (denoiser source)", concept]
+        assert original["erased_rate"] >= 0.9
+        assert measured["erased_rate"] <= 0.25, (concept, measured)
+        assert measured["preserved_acc"] >= original["preserved_acc"] - 0.05, (concept, original, measured)
+    assert figures["refusal vector (denoiser source, paper recipe)", "red"]["erased_rate"] >= 0.8

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from cure_core.refusal import MODES, refusal_eraser, refusal_projector, refusal_subspace
+from cure_core.refusal import MODES, refusal_eraser, refusal_projector, refusal_subspace, separation
 
 D = 32
 
@@ -51,6 +51,15 @@ def test_strength_scales_and_rank_k_mode_projects_the_subspace():
     sub = refusal_eraser(varied, safe, neutral_rows(), rank=3, mode=MODES[1], dtype=torch.float64)
     assert sub.rank == 3
     assert torch.allclose(sub.right @ sub.right.T, torch.eye(3, dtype=torch.float64), atol=1e-10)
+
+
+def test_separation_is_the_mean_difference_in_units_of_the_neutral_spread():
+    unsafe, safe = planted_pairs()                      # mean difference 3 e0
+    neutral = neutral_rows()
+    spread = float((neutral - neutral.mean(0)).square().sum(1).mean().sqrt())
+    assert separation(unsafe, safe, neutral) == pytest.approx(3.0 / spread)
+    assert separation(2 * unsafe, 2 * safe, 2 * neutral) == pytest.approx(separation(unsafe, safe, neutral))
+    assert separation(unsafe, safe, None) == math.inf
 
 
 def test_contrastive_pca_beats_the_plain_mean_difference_when_neutral_variance_is_large():
