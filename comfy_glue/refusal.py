@@ -27,8 +27,8 @@ SOURCES = (TEXT_SOURCE, DENOISER_SOURCE)
 # How the denoiser source reads and projects (docs/method.md, "The denoiser source"): the paper's recipe
 # (token-averaged inputs of the last blocks' attention output projections, one direction) barely erases on the
 # miniature model; every image token's input to every block's projection, with a rank-MEASURED_RANK subspace
-# (shared out among a list's concepts), erases as well as the text source there (16 concepts, the preserved prompts
-# within 2 points of the original).
+# (shared out among a list's concepts), erases most concepts there with the preserved prompts within about 2 points
+# of the original (the figures, and where it falls short of the text source, are in docs/method.md).
 MEASURED_RECIPE, PAPER_RECIPE = "every image token, every block (measured)", "token mean, last blocks (paper)"
 DENOISER_RECIPES = (MEASURED_RECIPE, PAPER_RECIPE)
 MEASURED_RANK = 16
@@ -92,8 +92,8 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
 
     The denoiser source's ``denoiser_recipe``: the measured one reads every image token of every block the
     family's denoiser layers have and projects out each concept's rank-k subspace,
-    ``k = max(1, min(rank, MEASURED_RANK) // concepts)`` (``mode`` and ``denoiser_blocks`` are the paper recipe's); the paper's reads the token mean of the last
-    ``denoiser_blocks`` blocks and projects with ``mode``."""
+    ``k = max(1, min(rank, MEASURED_RANK) // concepts)`` (``mode`` and ``denoiser_blocks`` are the paper
+    recipe's); the paper's reads the token mean of the last ``denoiser_blocks`` blocks and projects with ``mode``."""
     pair_groups = parse_pair_groups(pairs_text)
     pairs = [pair for group in pair_groups for pair in group]
     concepts = [len(group) for group in pair_groups]          # pairs per concept, in order
@@ -105,7 +105,7 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
     measured = source == DENOISER_SOURCE and denoiser_recipe == MEASURED_RECIPE
     if measured:
         # The rank is a budget for the whole list: five concepts with sixteen directions each took most of a
-        # 64-wide layer and a preserved concept in three (docs/benchmark.md).
+        # 64-wide layer, and the preserved prompts' concepts fell to a third of their pictures (docs/benchmark.md).
         mode, rank = MODES[1], max(1, min(rank, MEASURED_RANK) // len(concepts))
     family = detect_family(model)
     state_keys = model.model.state_dict().keys()
