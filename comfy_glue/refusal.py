@@ -147,9 +147,11 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
 
     where_blocks = "every block" if measured else f"last {denoiser_blocks} blocks"
     progress = comfy.utils.ProgressBar(len(keys))
-    edits, kept, n_rows = [], [], []
+    edits, kept, n_rows, separations = [], [], [], []
     for key in keys:
         eraser, differences, neutral_rows = eraser_for(key)
+        if source == DENOISER_SOURCE:           # where the concept is carried, for the report
+            separations.append(separation(differences, neutral_rows))
         edits.append(edit_layer(key, effective_weight(model, key), eraser, differences, neutral_rows))
         kept.append(eraser.rank)
         n_rows.append((len(differences), 0 if neutral_rows is None else len(neutral_rows)))
@@ -183,6 +185,6 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
     if source == DENOISER_SOURCE:
         # How far each layer's pairs stand out of the neutral prompts' variation: where the concept is carried.
         lines.append("Separation per layer (|mean difference| / neutral spread): " + ", ".join(
-            f"{key.removeprefix('diffusion_model.').removesuffix('.weight')} "
-            f"{separation(*(torch.cat(side) for side in zip(*rows[key][0])), rows[key][1]):.2f}" for key in keys))
+            f"{key.removeprefix('diffusion_model.').removesuffix('.weight')} {value:.2f}"
+            for key, value in zip(keys, separations)))
     return patched, "\n".join(lines)

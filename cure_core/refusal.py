@@ -72,11 +72,11 @@ def refusal_subspace(unsafe: torch.Tensor, safe: torch.Tensor, neutral: torch.Te
     return mean_difference, basis @ vectors[:, order], eigenvalues[order]
 
 
-def separation(unsafe: torch.Tensor, safe: torch.Tensor, neutral: torch.Tensor | None) -> float:
+def separation(differences: torch.Tensor, neutral: torch.Tensor | None) -> float:
     """How far a layer's pairs are apart in units of the neutral prompts' spread: ``‖mean(unsafe − safe)‖ /
-    sqrt(mean squared distance of neutral rows from their mean)`` (``inf`` without neutral rows). A layer where
-    the concept stands out of ordinary variation scores high."""
-    difference = float((_check("unsafe", unsafe) - _check("safe", safe)).mean(0).norm())
+    sqrt(mean squared distance of neutral rows from their mean)`` (``inf`` without neutral rows), from the
+    pairs' ``differences``. A layer where the concept stands out of ordinary variation scores high."""
+    difference = float(_check("differences", differences).mean(0).norm())
     if neutral is None or neutral.shape[0] < 2:
         return math.inf
     neutral = _check("neutral", neutral)

@@ -57,9 +57,9 @@ def test_separation_is_the_mean_difference_in_units_of_the_neutral_spread():
     unsafe, safe = planted_pairs()                      # mean difference 3 e0
     neutral = neutral_rows()
     spread = float((neutral - neutral.mean(0)).square().sum(1).mean().sqrt())
-    assert separation(unsafe, safe, neutral) == pytest.approx(3.0 / spread)
-    assert separation(2 * unsafe, 2 * safe, 2 * neutral) == pytest.approx(separation(unsafe, safe, neutral))
-    assert separation(unsafe, safe, None) == math.inf
+    assert separation(unsafe - safe, neutral) == pytest.approx(3.0 / spread)
+    assert separation(2 * (unsafe - safe), 2 * neutral) == pytest.approx(separation(unsafe - safe, neutral))
+    assert separation(unsafe - safe, None) == math.inf
 
 
 def test_contrastive_pca_beats_the_plain_mean_difference_when_neutral_variance_is_large():
