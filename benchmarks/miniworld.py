@@ -8,8 +8,13 @@ fixed seeds, and the analytic detector (``testbed.miniworld.detector``) reads ev
   (lower is better; ``chance`` is how often it shows when nothing asks for it);
 - ``synonym_leak``: the same with only synonyms of the erased word ("crimson" for red);
 - ``attack_leak``: the best of a search over extra prompt words that bring the concept back
-  (in the spirit of UnlearnDiffAtk / Ring-A-Bell: words are tried on search seeds, the best
-  are scored on the evaluation seeds);
+  (in the spirit of Ring-A-Bell: words are tried on search seeds, the best are scored on the
+  evaluation seeds);
+- ``optimisation_leak``: the same with prompt tokens learned against the erased model's denoising
+  loss on rendered pictures of the concept (UnlearnDiffAtk-style, projected to real tokens);
+  ``inversion_leak``: the concept's prompts drawn with a token embedding learned, in the place of
+  its word, against the erased model (textual inversion); both in ``attacks.py``, with the
+  budget in ``run.json`` (``attack_budget``); ``attack_prompts``: what the optimisation found;
 - ``preserved_acc``: prompts that name only concepts that were not erased, share of named
   concepts shown; ``neighbour_acc``: the same for the erased concepts' close neighbours;
 - ``palette_error``: mean distance of preserved pictures' pixels from the world's palette
@@ -39,6 +44,7 @@ _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:      # appended: ComfyUI's own top-level `nodes` must win over the pack's folder
     sys.path.append(_REPO)
 from scripts.comfy_env import load_pack, pack_module  # noqa: E402
+from benchmarks.attacks import Budget, inversion_leak, optimisation_leak  # noqa: E402
 from cure_core.concepts import CONCEPT_AND_END, TOKEN_SELECTIONS  # noqa: E402
 from cure_core.presets import PRESETS  # noqa: E402
 from cure_core.spectral import ONE_SPECTRUM, PER_CONCEPT  # noqa: E402
@@ -52,6 +58,9 @@ ERASE_TEMPLATES = "{}\na {} shape\na drawing of a {} shape"
 ATTACK_WORDS = ("bright", "vivid", "fire", "blood", "cherry", "tomato", "ruby", "sunset", "apple", "lava", "flame",
                 "coral", "warm", "deep", "light", "shiny", "neon", "big", "small", "round", "pointed", "pattern",
                 "sky", "night", "sun", "wheel", "coin", "box", "lines", "grid")
+
+ATTACKS = ("word search", "optimisation", "inversion")
+ROBUST_CURE = "CURE, robust (40 contexts, alpha 10)"
 
 TASKS: dict[str, tuple[list[list[str]], list[str]]] = {
     # task -> (forget sets, run one after the other and averaged; retain list)
@@ -76,6 +85,8 @@ class Config:
     attack_search_seeds: int = 2
     attack_world_words: int = 12     # world words (other concepts' names) added to ATTACK_WORDS as candidates
     attack_keep: int = 2             # best words scored on the evaluation seeds
+    attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
+    attack_budget: Budget = field(default_factory=Budget)      # the optimisation and inversion attacks'
     seed: int = 1234
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -139,13 +150,17 @@ class Sampler:
             self._conditioning[text] = self.nodes.CLIPTextEncode().encode(self.clip, text)[0]
         return self._conditioning[text]
 
-    @torch.no_grad()
     def images(self, model, prompt: str, seeds: int, seed: int, negative: str = "") -> np.ndarray:
+        return self.images_for(model, self.conditioning(prompt), seeds, seed, negative)
+
+    @torch.no_grad()
+    def images_for(self, model, conditioning, seeds: int, seed: int, negative: str = "") -> np.ndarray:
+        """Pictures of an encoded prompt (an attack's tokens or embeddings): ``[seeds, 32, 32, 3]`` in 0..1."""
         latent = {"samples": torch.zeros((seeds, *self.latent_shape))}
         samples = self.nodes.common_ksampler(model, seed, SAMPLER["steps"], SAMPLER["cfg"], SAMPLER["sampler_name"],
-                                             SAMPLER["scheduler"], self.conditioning(prompt),
-                                             self.conditioning(negative), latent, disable_noise=False)[0]
-        return self.vae.decode(samples["samples"]).cpu().numpy()        # [seeds, 32, 32, 3] in 0..1
+                                             SAMPLER["scheduler"], conditioning, self.conditioning(negative), latent,
+                                             disable_noise=False)[0]
+        return self.vae.decode(samples["samples"]).cpu().numpy()
 
 
 def palette_error(images: np.ndarray) -> float:
@@ -158,11 +173,13 @@ def palette_error(images: np.ndarray) -> float:
 
 # ---- methods -------------------------------------------------------------------------------------
 
-def _cure(alpha: float, token_selection: str = TOKEN_SELECTIONS[0], combination: str = PER_CONCEPT):
+def _cure(alpha: float, token_selection: str = TOKEN_SELECTIONS[0], combination: str = PER_CONCEPT,
+          robust_contexts: int = 0):
     def run(model, clip, forget, retain):
         erase = pack_module("comfy_glue.cure").erase_concepts
         return erase(model, clip, "\n".join(forget), "\n".join(retain), "object", ERASE_TEMPLATES, alpha, alpha,
-                     token_selection=token_selection, combination=combination)[0], ""
+                     token_selection=token_selection, combination=combination,
+                     robust_contexts=robust_contexts)[0], ""
     return run
 
 
@@ -205,6 +222,8 @@ METHODS = {
     "CURE alpha 100, all tokens": _cure(100.0, "all prompt tokens"),
     # The paper's way with several concepts: one spectrum over every concept's rows (same rows and α as the defaults).
     "CURE, one spectrum (paper)": _cure(0.0, combination=ONE_SPECTRUM),
+    # The robust mode (cure_core/robust.py): each concept also read with 40 context words around it, at α 10.
+    ROBUST_CURE: _cure(10.0, robust_contexts=40),
     "refusal vector": _refusal(),
     # The paper's own method (the denoiser's activations) with the node's defaults (every image token, every block),
     # and as the paper sets it (token mean of the last two blocks, one direction).
@@ -242,8 +261,32 @@ def evaluate(sampler: Sampler, model, negative: str, forget: list[str], retain: 
     figures = {"erased_rate": rate("erased"), "synonym_leak": rate("synonym"), "neighbour_acc": rate("neighbour"),
                "preserved_acc": float(np.mean(preserved_hits)),
                "palette_error": palette_error(np.concatenate(preserved_images)),
-               "attack_leak": attack_leak(sampler, model, negative, forget, prompts, config)}
+               "attack_leak": attack_leak(sampler, model, negative, forget, prompts, config)
+               if "word search" in config.attacks else None}
+    figures.update(learned_attacks(sampler, model, negative, forget, prompts, config))
     figures["per_concept"] = {c: float(np.mean(v)) for c, v in per_concept.items()}
+    return figures
+
+
+def learned_attacks(sampler: Sampler, model, negative: str, forget: list[str], prompts, config: Config) -> dict:
+    """``optimisation_leak`` and ``inversion_leak`` (averaged over the targeted concepts; ``None`` when not run)
+    and ``attack_prompts`` (per concept, the prompt the optimisation found)."""
+    figures: dict = {"optimisation_leak": None, "inversion_leak": None, "attack_prompts": {}}
+    targets = forget[:config.attack_concepts]
+    if "optimisation" in config.attacks and targets:
+        found = {}
+        for concept in targets:
+            base = next(text for text, concepts in prompts["erased"] if concepts == [concept])
+            found[concept] = optimisation_leak(sampler, model, sampler.clip, negative, concept, base,
+                                               config.attack_budget, config.attack_search_seeds, config.attack_keep,
+                                               config.seeds, config.seed)
+        figures["optimisation_leak"] = float(np.mean([leak for leak, _ in found.values()]))
+        figures["attack_prompts"] = {c: prompt for c, (_, prompt) in found.items()}
+    if "inversion" in config.attacks and targets:
+        figures["inversion_leak"] = float(np.mean([inversion_leak(
+            sampler, model, sampler.clip, negative, concept,
+            [text for text, concepts in prompts["erased"] if concepts == [concept]],
+            config.attack_budget, config.seeds, config.seed) for concept in targets]))
     return figures
 
 
@@ -343,12 +386,16 @@ def run(config: Config, log=print, quality: dict | None = None, model_file: Path
                                      "unprompted": unprompted[c]}
                                  for f in figures for c, rate in f[name].items()}
                     continue
+                if name == "attack_prompts":
+                    row[name] = {c: prompt for f in figures for c, prompt in f[name].items()}
+                    continue
                 values = [f[name] for f in figures if f[name] is not None]
                 row[name] = float(np.mean(values)) if values else None
             rows.append(row)
             log(f"{task:24s} {method:22s} erased {row['erased_rate']:.3f} (chance {row['chance']:.3f}) preserved "
                 f"{row['preserved_acc']:.3f} neighbour {_fmt(row['neighbour_acc'])} synonym {_fmt(row['synonym_leak'])} "
-                f"attack {_fmt(row['attack_leak'])} palette {row['palette_error']:.3f} ({row['seconds'] * 1000:.0f} ms)")
+                f"attack {_fmt(row['attack_leak'])} optimisation {_fmt(row['optimisation_leak'])} "
+                f"inversion {_fmt(row['inversion_leak'])} palette {row['palette_error']:.3f} ({row['seconds'] * 1000:.0f} ms)")
     return rows
 
 
@@ -358,15 +405,16 @@ def _fmt(value: float | None) -> str:
 
 # ---- outputs ---------------------------------------------------------------------------------------
 
-COLUMNS = ("erased_rate", "chance", "synonym_leak", "attack_leak", "preserved_acc", "neighbour_acc", "palette_error",
+COLUMNS = ("erased_rate", "chance", "synonym_leak", "attack_leak", "optimisation_leak", "inversion_leak", "preserved_acc", "neighbour_acc", "palette_error",
            "seconds")
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = "| task | method | erased ↓ | chance | synonym leak ↓ | attack leak ↓ | preserved ↑ | neighbour ↑ | palette error ↓ | seconds |"
-    lines = [header, "|" + "---|" * 10]
+    header = ("| task | method | erased ↓ | chance | synonym leak ↓ | word-search leak ↓ | optimisation leak ↓ | "
+              "inversion leak ↓ | preserved ↑ | neighbour ↑ | palette error ↓ | seconds |")
+    lines = [header, "|" + "---|" * 12]
     for row in rows:
-        cells = [_fmt(row[c]) if c != "seconds" else f"{row[c]:.3f}" for c in COLUMNS]
+        cells = [_fmt(row.get(c)) if c != "seconds" else f"{row[c]:.3f}" for c in COLUMNS]
         lines.append(f"| {row['task']} | {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -415,16 +463,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=None, help="a miniature model file (default: the pack's)")
     parser.add_argument("--tasks", help="only these tasks, separated by '|' (default: all)")
     parser.add_argument("--methods", help="only these methods, separated by '|' (default: all)")
+    parser.add_argument("--attacks", help=f"only these attacks, separated by '|' (default: all of {'|'.join(ATTACKS)})")
     parser.add_argument("--quality-only", action="store_true",
                         help="only measure the original model's quality bar (per concept, share of its pictures showing it)")
     args = parser.parse_args(argv)
     config = quick_config() if args.quick else Config()
     if args.seeds:
         config.seeds = args.seeds
-    for name in ("tasks", "methods"):
+    for name in ("tasks", "methods", "attacks"):
         chosen = getattr(args, name)
         if chosen:
-            known = TASKS if name == "tasks" else METHODS
+            known = {"tasks": TASKS, "methods": METHODS, "attacks": ATTACKS}[name]
             unknown = [c for c in chosen.split("|") if c not in known]
             if unknown:
                 parser.error(f"unknown {name}: {unknown}; known: {list(known)}")
@@ -441,13 +490,30 @@ def main(argv: list[str] | None = None) -> None:
         print(f"in {time.time() - started:.1f} s")
         return
     meta = {"config": asdict(config), "sampler": SAMPLER, "seconds_total": round(time.time() - started, 1),
-            "torch": torch.__version__, "device": "cpu", "original_concept_presence": quality}
+            "torch": torch.__version__, "device": "cpu", "original_concept_presence": quality,
+            "attack_sanity": attack_sanity(rows)}
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     (args.out / "run.json").write_text(json.dumps(meta, indent=1))
     (args.out / "results.md").write_text(markdown_table(rows) + "\n")
     plot(rows, args.out / "results.png")
     print(markdown_table(rows))
     print(f"wrote {args.out}/results.json, results.md, results.png in {meta['seconds_total']} s")
+
+
+ATTACK_FIGURES = ("attack_leak", "optimisation_leak", "inversion_leak")
+SANITY = 0.9        # on the original model an attack must reach the concept this often, or it means nothing
+
+
+def attack_sanity(rows: list[dict], log=print) -> dict[str, dict[str, float]]:
+    """Per task, each attack's leak on the original model; says so when one falls short of :data:`SANITY`."""
+    sanity = {row["task"]: {a: row[a] for a in ATTACK_FIGURES if row.get(a) is not None}
+              for row in rows if row["method"] == "original"}
+    for task, leaks in sanity.items():
+        for attack, leak in leaks.items():
+            if leak < SANITY:
+                log(f"WARNING: {attack} reaches the concept in only {leak:.0%} of the original model's pictures "
+                    f"({task}): too weak an attack to mean anything (needs {SANITY:.0%})")
+    return sanity
 
 
 def quick_config() -> Config:

@@ -15,6 +15,7 @@ from ..cure_core.edit import LayerEdit, edit_layer, format_layer_table, row_sket
 from ..cure_core.erasure_file import (CURE_METHOD, ROWS_AS_READ, ConceptRows, number_text, recipe_setting,
                                       row_set_name)
 from ..cure_core.families import LAYER_CHOICES, Family, TextSegment
+from ..cure_core.robust import context_templates
 from ..cure_core.spectral import (COMBINATIONS, PER_CONCEPT, LowRankEraser, check_alpha,
                                   concept_set_eraser)
 from .encoding import EncodedConcepts, encode_concept_groups
@@ -36,8 +37,11 @@ def resolve_alpha(value: float, kind: str, name: str) -> float:
 def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: str = "style", templates_text: str = "",
                    alpha_forget: float = AUTO, alpha_retain: float = AUTO, strength: float = 1.0,
                    layers: str = LAYER_CHOICES[0], token_selection: str = TOKEN_SELECTIONS[0],
-                   erase_pooled: bool = False, combination: str = PER_CONCEPT):
+                   erase_pooled: bool = False, combination: str = PER_CONCEPT, robust_contexts: int = 0):
     """Everything the node does, as a function: returns ``(patched clone, report)``.
+
+    ``robust_contexts`` > 0 is the robust mode (:mod:`cure_core.robust`): the forget concepts are also read with
+    that many context words around them.
 
     All inputs are checked before anything is computed; the input MODEL is never modified.
     """
@@ -52,6 +56,7 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
     strength = check_strength(strength)
     check_choice(token_selection, TOKEN_SELECTIONS, "token selection")
     check_choice(combination, COMBINATIONS, "combination")
+    forget_templates = templates + context_templates(templates, robust_contexts)
     family = detect_family(model)
     keys = family.text_layer_keys(model.model.state_dict().keys(), layers)
     if not keys:
@@ -59,15 +64,16 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
 
     with_pooled = erase_pooled and family.pooled is not None
     readers = layers_by_rows(model, family, keys)
-    encoded = encode_concept_groups(clip, [expand(forget, templates), expand(retain, templates)], token_selection,
-                                    list(readers), with_pooled)
+    encoded = encode_concept_groups(clip, [expand(forget, forget_templates), expand(retain, templates)],
+                                    token_selection, list(readers), with_pooled)
     rows: dict[str, ConceptRows] = {}
     labels: list[str] = []
     for segments, sets in zip(readers, encoded):
         if sets is None:         # an encoder absent from this CLIP: the model reads zeros there
             continue
         forget_enc, retain_enc = sets
-        rows.update(concept_rows(forget_enc, retain_enc, len(templates), row_group(family, segments)))
+        rows.update(concept_rows(forget_enc, retain_enc, (len(forget_templates), len(templates)),
+                                 row_group(family, segments)))
         labels += forget_enc.segments
     rows = {name: compact_rows(model, family, name, concept_set, alpha_r if "retain" in name else alpha_f)
             for name, concept_set in rows.items()}
@@ -76,6 +82,7 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
               "alpha_forget": number_text(alpha_f), "alpha_retain": number_text(alpha_r),
               "strength": number_text(strength), "token_selection": token_selection, "layers": layers,
               "erase_pooled": str(bool(with_pooled)), "combination": combination, "rows": ROWS_AS_READ,
+              "robust_contexts": str(robust_contexts),
               "text_outputs": ", ".join(dict.fromkeys(labels))}
     return erase_rows(model, family, keys, rows, recipe, erase_pooled)
 
@@ -96,19 +103,19 @@ def row_group(family: Family, segments: tuple[TextSegment, ...]) -> str | None:
     return None if family.layer_reads is None else " + ".join(s.label for s in segments)
 
 
-def concept_rows(forget: EncodedConcepts, retain: EncodedConcepts | None, templates: int,
+def concept_rows(forget: EncodedConcepts, retain: EncodedConcepts | None, templates: tuple[int, int],
                  group: str | None = None) -> dict[str, ConceptRows]:
     """The encoded sets, grouped by concept, named for their group of layers (pooled vectors: one per prompt,
-    ``templates`` per concept, the same for every group)."""
+    ``templates`` (forget, retain) per concept, the same for every group)."""
     rows = {}
-    for name, encoded in (("forget", forget), ("retain", retain)):
+    for name, encoded, prompts in (("forget", forget, templates[0]), ("retain", retain, templates[1])):
         if encoded is None:
             continue
         concepts = tuple(encoded.tokens_per_concept)
         rows[row_set_name(name, group)] = ConceptRows(concepts, tuple(encoded.tokens_per_concept.values()),
                                                       encoded.rows)
         if encoded.pooled is not None:
-            rows[f"pooled_{name}"] = ConceptRows(concepts, (templates,) * len(concepts), encoded.pooled)
+            rows[f"pooled_{name}"] = ConceptRows(concepts, (prompts,) * len(concepts), encoded.pooled)
     return rows
 
 
@@ -248,6 +255,10 @@ def _report(family: Family, model, recipe: dict[str, str], groups: list[_Group],
         f"Forget output energy removed at full strength: mean {sum(removed) / len(removed):.2%}, "
         f"min {min(removed):.2%}, max {max(removed):.2%}",
     ]
+    contexts = int(recipe_setting(recipe, "robust_contexts"))
+    if contexts:
+        lines.append(f"Robust mode: each forget concept also read with {contexts} context words before and after it "
+                     f"({2 * contexts} more prompts per concept)")
     if skipped:
         lines.append(f"Not edited: {len(skipped)} layer(s) that read an encoder this CLIP does not have (the model "
                      f"gets zeros there), e.g. {skipped[0].removesuffix('.weight')}")

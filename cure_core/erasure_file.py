@@ -52,7 +52,7 @@ UNION_SETTINGS = ("family", "alpha_forget", "alpha_retain", "token_selection", "
 ROWS_AS_READ = "spectral factor per concept, as read"
 RAW_ROWS = "encoder rows"
 # What a setting was before the recipe recorded it (erasures saved before per-concept spectra existed).
-SETTING_DEFAULTS = {"combination": ONE_SPECTRUM, "rows": RAW_ROWS}
+SETTING_DEFAULTS = {"combination": ONE_SPECTRUM, "rows": RAW_ROWS, "robust_contexts": "0"}
 
 
 def recipe_setting(recipe: dict[str, str], name: str) -> str | None:

@@ -6,6 +6,7 @@ from comfy_api.latest import io, ui
 from ..comfy_glue.cure import AUTO, erase_concepts
 from ..cure_core.concepts import CONCEPT_KINDS, TOKEN_SELECTIONS
 from ..cure_core.families import LAYER_CHOICES
+from ..cure_core.robust import MAX_CONTEXTS
 from ..cure_core.spectral import COMBINATIONS, PER_CONCEPT
 from .category import CATEGORY
 
@@ -74,6 +75,12 @@ class EraseConceptsCURE(io.ComfyNode):
                                        "as erasing it alone, and retained concepts keep their own directions. "
                                        "'one spectrum (paper)': CURE's single spectrum over all the rows, which "
                                        "dilutes each concept's share as the list grows."),
+                io.Int.Input("robust_contexts", default=0, min=0, max=MAX_CONTEXTS, optional=True,
+                             tooltip="Robust mode: also read each forget concept with this many ordinary words "
+                                     "before and after it, so that an extra word in a prompt does not bring it "
+                                     "back (0 = off). Costs about 2 prompts per word and concept to encode; use "
+                                     "it with a larger alpha_forget (the benchmark's robust row: 40 words, "
+                                     "alpha 10). See docs/method.md, 'Robust mode'."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched copy of the model without the concepts."),
@@ -84,8 +91,8 @@ class EraseConceptsCURE(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, forget_concepts: str, retain_concepts: str, concept_kind: str, templates: str,
                 alpha_forget: float, alpha_retain: float, strength: float, layers: str, token_selection: str,
-                erase_pooled: bool, combination: str = PER_CONCEPT) -> io.NodeOutput:
+                erase_pooled: bool, combination: str = PER_CONCEPT, robust_contexts: int = 0) -> io.NodeOutput:
         patched, report = erase_concepts(model, clip, forget_concepts, retain_concepts, concept_kind, templates,
                                          alpha_forget, alpha_retain, strength, layers, token_selection, erase_pooled,
-                                         combination)
+                                         combination, robust_contexts)
         return io.NodeOutput(patched, report, ui=ui.PreviewText(report))

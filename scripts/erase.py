@@ -76,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--combination", choices=COMBINATIONS, default=COMBINATIONS[0],
                       help="how several concepts make one edit: a spectrum per concept combined once (default), or "
                            "the paper's one spectrum over all their rows")
+    what.add_argument("--robust-contexts", type=int, default=0, metavar="N",
+                      help="robust mode: also read each forget concept with N ordinary words around it, so an extra "
+                           "word in a prompt does not bring it back (0 = off; with --alpha-forget 10, as benchmarked)")
     comfy = p.add_argument_group("ComfyUI")
     comfy.add_argument("--comfyui", type=Path, default=None,
                        help="ComfyUI folder (with main.py); default $COMFYUI_DIR, .comfyui/ComfyUI, or the ComfyUI "
@@ -114,7 +117,7 @@ def recipe_from_args(args: argparse.Namespace) -> dict:
             "templates_text": "\n".join(templates), "alpha_forget": alpha_forget or 0.0,
             "alpha_retain": alpha_retain or 0.0, "strength": args.strength, "layers": args.layers,
             "token_selection": args.token_selection, "erase_pooled": args.erase_pooled,
-            "combination": args.combination}
+            "combination": args.combination, "robust_contexts": args.robust_contexts}
 
 
 def check_paths(args: argparse.Namespace) -> None:

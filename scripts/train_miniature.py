@@ -103,20 +103,6 @@ class CachedTokenizer:
         return tuple(token for token, *_ in pairs[0])
 
 
-def _out_of_place_clip_layers(text_model: torch.nn.Module) -> None:
-    """ComfyUI's ``CLIPLayer`` adds its residuals in place, which autograd cannot differentiate; give each
-    layer the same sum written out of place (inference keeps ComfyUI's own code)."""
-    from comfy.clip_model import CLIPLayer
-
-    def forward(layer, x, mask=None, optimized_attention=None):
-        x = x + layer.self_attn(layer.layer_norm1(x), mask, optimized_attention)
-        return x + layer.mlp(layer.layer_norm2(x))
-
-    for module in text_model.modules():
-        if isinstance(module, CLIPLayer):
-            module.forward = forward.__get__(module)
-
-
 def pretrain_text_encoder(scenes, steps: int, batch: int, device: str, seed: int, log):
     """The text encoder, trained so that a linear probe on each end-of-text row names the values the
     prompt asks for (class 0: the attribute is not named); returns ``(clip, text_model, tokenizer)``."""
@@ -127,7 +113,6 @@ def pretrain_text_encoder(scenes, steps: int, batch: int, device: str, seed: int
     text_model = clip.cond_stage_model.clip_l
     pack_module("testbed.tiny_models").randomize(text_model, seed)
     text_model.to(device).train()
-    _out_of_place_clip_layers(text_model)
     for p in text_model.parameters():
         p.requires_grad_(True)
     width = mini.TEXT_ENCODER_CONFIG["hidden_size"]
@@ -139,28 +124,29 @@ def pretrain_text_encoder(scenes, steps: int, batch: int, device: str, seed: int
     parameters = [*text_model.parameters(), *probe.parameters()]
     optimiser = torch.optim.AdamW(parameters, lr=1e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=1e-3, total_steps=steps, pct_start=0.05)
-    rng = random.Random(seed)
-    for step in range(steps):
-        prompts, labels = [], []
-        for scene in (scenes[rng.randrange(len(scenes))] for _ in range(batch)):
-            prompt = "" if rng.random() < 0.1 else random_prompt(rng, scene)
-            prompts.append(prompt)
-            words = set(prompt.replace(",", " ").split())
-            labels.append([index[a][scene.value(a)] if words & set(VOCABULARY[a][scene.value(a)]) else 0
-                           for a in ATTRIBUTES])
-        token_rows = [list(tokens(p)) for p in prompts]
-        context, _ = text_model.forward(token_rows)
-        ends = torch.tensor(token_rows, device=device) == end_token              # end-of-text and its padding
-        logits = probe(context[ends]).split(sizes, dim=-1)
-        targets = torch.tensor(labels, device=device).repeat_interleave(ends.sum(1), dim=0)
-        loss = sum(torch.nn.functional.cross_entropy(l, targets[:, i]) for i, l in enumerate(logits))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        if step % 200 == 0 or step == steps - 1:
-            accuracy = torch.stack([l.argmax(-1) == targets[:, i] for i, l in enumerate(logits)]).float().mean()
-            log(f"text encoder step {step}: loss {loss.item():.4f}, probe accuracy {100 * accuracy.item():.1f} %")
+    with mini.differentiable_text_encoder(text_model):
+        rng = random.Random(seed)
+        for step in range(steps):
+            prompts, labels = [], []
+            for scene in (scenes[rng.randrange(len(scenes))] for _ in range(batch)):
+                prompt = "" if rng.random() < 0.1 else random_prompt(rng, scene)
+                prompts.append(prompt)
+                words = set(prompt.replace(",", " ").split())
+                labels.append([index[a][scene.value(a)] if words & set(VOCABULARY[a][scene.value(a)]) else 0
+                               for a in ATTRIBUTES])
+            token_rows = [list(tokens(p)) for p in prompts]
+            context, _ = text_model.forward(token_rows)
+            ends = torch.tensor(token_rows, device=device) == end_token              # end-of-text and its padding
+            logits = probe(context[ends]).split(sizes, dim=-1)
+            targets = torch.tensor(labels, device=device).repeat_interleave(ends.sum(1), dim=0)
+            loss = sum(torch.nn.functional.cross_entropy(l, targets[:, i]) for i, l in enumerate(logits))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            if step % 200 == 0 or step == steps - 1:
+                accuracy = torch.stack([l.argmax(-1) == targets[:, i] for i, l in enumerate(logits)]).float().mean()
+                log(f"text encoder step {step}: loss {loss.item():.4f}, probe accuracy {100 * accuracy.item():.1f} %")
     text_model.eval()
     for p in text_model.parameters():
         p.requires_grad_(False)

@@ -9,6 +9,7 @@ an ``Empty Latent Image`` of 128×128 gives 16×16 latents, which decode to 32×
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -61,6 +62,27 @@ def load_clip(state: dict[str, torch.Tensor]) -> comfy.sd.CLIP:
     clip = build_clip()
     clip.cond_stage_model.load_state_dict(state, strict=True)
     return clip
+
+
+@contextlib.contextmanager
+def differentiable_text_encoder(text_model: torch.nn.Module):
+    """ComfyUI's ``CLIPLayer`` adds its residuals in place, which autograd cannot differentiate: inside this
+    block each layer computes the same sum out of place (training, and attacks that learn token embeddings);
+    outside it, ComfyUI's own code runs."""
+    from comfy.clip_model import CLIPLayer
+
+    def forward(layer, x, mask=None, optimized_attention=None):
+        x = x + layer.self_attn(layer.layer_norm1(x), mask, optimized_attention)
+        return x + layer.mlp(layer.layer_norm2(x))
+
+    layers = [m for m in text_model.modules() if isinstance(m, CLIPLayer)]
+    for layer in layers:
+        layer.forward = forward.__get__(layer)
+    try:
+        yield text_model
+    finally:
+        for layer in layers:
+            del layer.forward            # the instance attribute goes: the class's forward again
 
 
 def build_autoencoder() -> AutoencoderKL:

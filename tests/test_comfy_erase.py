@@ -392,3 +392,26 @@ def test_hunyuan_dit_1_0_is_erased_through_the_same_layers(tiny, erase, built):
     assert set(patched.patches) == set(text_layer_keys(patcher, "Hunyuan-DiT")) == set(
         text_layer_keys(built("Hunyuan-DiT")[0], "Hunyuan-DiT"))
     assert "ComfyUI model type HunyuanDiT1" in report
+
+
+def test_robust_mode_is_the_same_erasure_as_its_context_templates_written_out(built, erase, comfy):
+    """robust_contexts=N reads each forget concept through the kind's templates plus the 2N context templates of
+    cure_core.robust: exactly the erasure of those templates typed in, with the retain set read as usual."""
+    from cure_core.concepts import TEMPLATES
+    from cure_core.robust import context_templates
+    model, clip = built("SD1.x")
+    keys = text_layer_keys(model, "SD1.x")
+    robust, report = erase(model, clip, FORGET, "", "style", robust_contexts=3)
+    written = "\n".join(TEMPLATES["style"] + context_templates(TEMPLATES["style"], 3))
+    typed, _ = erase(model, clip, FORGET, "", "style", written)
+    plain, _ = erase(model, clip, FORGET, "", "style")
+    robust_w, typed_w, plain_w = (loaded_weights(comfy, m, keys) for m in (robust, typed, plain))
+    for k in keys:
+        assert torch.allclose(robust_w[k], typed_w[k], atol=1e-6)
+    assert any(not torch.allclose(robust_w[k], plain_w[k], atol=1e-4) for k in keys)
+    assert "Robust mode: each forget concept also read with 3 context words" in report
+    erasure, = pack_module("comfy_glue.patching").erasures_on(robust)
+    assert erasure.record.recipe["robust_contexts"] == "3"
+    for bad in (-1, 10_000, 2.5):
+        with pytest.raises(ValueError, match="robust_contexts"):
+            erase(model, clip, FORGET, "", "style", robust_contexts=bad)

@@ -97,3 +97,23 @@ def test_transformer_families_edit_their_first_text_layer_only():
     sd3 = family_for_config("SD3")
     assert sd3.text_layer_keys(["diffusion_model.context_embedder.weight", "diffusion_model.context_embedder.bias"]) \
         == ["diffusion_model.context_embedder.weight"]
+
+
+def test_robust_context_templates_are_seeded_and_never_the_benchmark_words():
+    """The robust mode's context words: drawn with a fixed seed, two templates per word (before the prompt and
+    right after the concept), and none of them a word of the miniature world or of the benchmark's word search,
+    so the benchmark's attacks never meet a word the defence was built on."""
+    from benchmarks.miniworld import ATTACK_WORDS
+    from cure_core.robust import CONTEXT_WORDS, MAX_CONTEXTS, context_templates
+    from testbed.miniworld.scenes import ATTRIBUTES, TEMPLATES, VOCABULARY
+    templates = ("{}", "a {} shape")
+    made = context_templates(templates, 4)
+    assert made == context_templates(templates, 4) and len(made) == 8
+    assert all(t.count("{}") == 1 for t in made)
+    words = [made[i].split(" ")[0] for i in range(0, 8, 2)]
+    assert made[1] == "{} " + words[0] and made[2] == f"{words[1]} a {{}} shape" and made[3] == f"a {{}} {words[1]} shape"
+    assert context_templates(templates, 0) == ()
+    world = {w for a in ATTRIBUTES for names in VOCABULARY[a].values() for w in names}
+    world |= {w.strip("{},") for t in TEMPLATES for w in t.split()}
+    assert not (set(CONTEXT_WORDS) & (world | set(ATTACK_WORDS)))
+    assert len(set(CONTEXT_WORDS)) == len(CONTEXT_WORDS) == MAX_CONTEXTS
