@@ -94,7 +94,9 @@ def test_nodes_are_described_with_inputs_and_tooltips(object_info):
     for name, spec in inputs.items():
         assert spec[1].get("tooltip"), f"{name} has no tooltip"
     # Added after workflows were shared: optional, so API prompts and saved workflows without it still run.
-    assert list(node["input"]["optional"]) == ["combination"] and node["input"]["optional"]["combination"][1]["tooltip"]
+    optional = node["input"]["optional"]
+    assert list(optional) == ["combination", "robust_contexts"] and all(spec[1]["tooltip"] for spec in optional.values())
+    assert optional["robust_contexts"][1]["default"] == 0 and optional["robust_contexts"][1]["min"] == 0
     assert inputs["strength"][1]["min"] == 0.0 and inputs["strength"][1]["max"] == 1.0
     assert "CURE_TinyDemoModel" in object_info
     names = {"CURE_EraseConceptsRefusal": "Erase Concepts (Refusal Vector)", "CURE_ConceptPreset": "Concept Preset",
