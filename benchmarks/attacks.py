@@ -63,9 +63,13 @@ class ErasedDenoiser:
         self.special = self.text_model.special_tokens
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = random.Random(seed)
+        self.miniature = pack_module("testbed.miniature")
+        self._tokens: dict[str, list[int]] = {}          # the training loops tokenize the same prompts every step
 
     def tokens(self, text: str) -> list[int]:
-        return [pair[0] for pair in self.clip.tokenize(text)["l"][0]]
+        if text not in self._tokens:
+            self._tokens[text] = [pair[0] for pair in self.clip.tokenize(text)["l"][0]]
+        return list(self._tokens[text])
 
     def word_ids(self, word: str) -> list[int]:
         row = self.tokens(word)
@@ -78,8 +82,7 @@ class ErasedDenoiser:
 
     def loss(self, rows: list[Row], x0: torch.Tensor) -> torch.Tensor:
         """Mean squared error of the predicted noise (eps) at uniformly drawn noise levels."""
-        mini = pack_module("testbed.miniature")
-        with torch.enable_grad(), mini.differentiable_text_encoder(self.text_model):
+        with torch.enable_grad(), self.miniature.differentiable_text_encoder(self.text_model):
             context, _ = self.text_model.forward(rows)
         sampling = self.model.model.model_sampling
         sigma = sampling.sigmas[torch.randint(len(sampling.sigmas), (len(rows),), generator=self.generator)]

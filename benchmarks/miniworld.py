@@ -268,6 +268,11 @@ def evaluate(sampler: Sampler, model, negative: str, forget: list[str], retain: 
     return figures
 
 
+def concept_prompts(prompts, concept: str) -> list[str]:
+    """The erased prompts that ask for ``concept`` alone (the attacks start from them)."""
+    return [text for text, concepts in prompts["erased"] if concepts == [concept]]
+
+
 def learned_attacks(sampler: Sampler, model, negative: str, forget: list[str], prompts, config: Config) -> dict:
     """``optimisation_leak`` and ``inversion_leak`` (averaged over the targeted concepts; ``None`` when not run)
     and ``attack_prompts`` (per concept, the prompt the optimisation found)."""
@@ -276,17 +281,16 @@ def learned_attacks(sampler: Sampler, model, negative: str, forget: list[str], p
     if "optimisation" in config.attacks and targets:
         found = {}
         for concept in targets:
-            base = next(text for text, concepts in prompts["erased"] if concepts == [concept])
-            found[concept] = optimisation_leak(sampler, model, sampler.clip, negative, concept, base,
+            found[concept] = optimisation_leak(sampler, model, sampler.clip, negative, concept,
+                                               concept_prompts(prompts, concept)[0],
                                                config.attack_budget, config.attack_search_seeds, config.attack_keep,
                                                config.seeds, config.seed)
         figures["optimisation_leak"] = float(np.mean([leak for leak, _ in found.values()]))
         figures["attack_prompts"] = {c: prompt for c, (_, prompt) in found.items()}
     if "inversion" in config.attacks and targets:
         figures["inversion_leak"] = float(np.mean([inversion_leak(
-            sampler, model, sampler.clip, negative, concept,
-            [text for text, concepts in prompts["erased"] if concepts == [concept]],
-            config.attack_budget, config.seeds, config.seed) for concept in targets]))
+            sampler, model, sampler.clip, negative, concept, concept_prompts(prompts, concept), config.attack_budget,
+            config.seeds, config.seed) for concept in targets]))
     return figures
 
 
@@ -311,7 +315,7 @@ def attack_leak(sampler: Sampler, model, negative: str, forget: list[str], promp
     search_seed = config.seed + 1
     leaks = []
     for concept in forget[:config.attack_concepts]:
-        base = next(text for text, concepts in prompts["erased"] if concepts == [concept])
+        base = concept_prompts(prompts, concept)[0]
         own = set(VOCABULARY[concept_attribute(concept)][concept])
         world = [w for a in ATTRIBUTES for v, words in VOCABULARY[a].items() if v != concept for w in words]
         world = random.Random(config.seed + 3).sample(world, min(config.attack_world_words, len(world)))
