@@ -11,7 +11,7 @@ Prints, per family (SD1.5, SDXL, SD3.5 Large, Flux.1-dev, Wan 2.1 14B) and devic
               recipe: every block, 5 pairs x 4 steps x 64 image tokens = 1280 paired rows and 12 neutral
               prompts x 4 x 64 = 3072 rows per layer, rank 16, random draws included; capturing them
               needs the full denoiser)
-  * node    - the whole node (encode + edit + patch), as a sampler graph runs it
+  * node    - the whole node (encode + edit + patch), as a sampler graph runs it; and in its robust mode
   * memory  - what the patches hold (unique tensors)
   * step    - one denoiser evaluation with and without the patch, once loaded (needs --sampling;
               a real-size UNet is built, which takes a few GB of memory)
@@ -59,6 +59,7 @@ UNET_CONFIGS = {
 }
 T5_FAMILIES = ("sd3", "flux", "wan14b")
 FORGET, RETAIN = "Van Gogh\nStarry Night", "Claude Monet\nwatercolor"   # 4 concepts x 4 templates = 16 prompts
+ROBUST_CONTEXTS = 12      # the robust mode as the benchmark runs it (2 x 12 more templates per forget concept)
 
 
 def synchronize(device: torch.device) -> None:
@@ -258,6 +259,11 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
         t_node, spread_node, (patched, _) = timed(
             lambda: erase_cure.erase_concepts(model, clip, FORGET, RETAIN), device, repeats)
         row("whole node (encode + edit + measures + patch)", t_node, spread_node)
+        t_robust, spread_robust, _ = timed(
+            lambda: erase_cure.erase_concepts(model, clip, FORGET, RETAIN, robust_contexts=ROBUST_CONTEXTS),
+            device, repeats)
+        row(f"whole node, robust mode ({ROBUST_CONTEXTS} contexts)", t_robust, spread_robust)
+        print(f"   robust mode / plain node: {t_robust / t_node:.1f}x")
     dense = sum(w.numel() for w in weights.values()) * 4
     print(f"   patches hold {unique_bytes(patched) / 2**20:.2f} MiB (a dense fp32 diff would be "
           f"{dense / 2**20:.1f} MiB)")

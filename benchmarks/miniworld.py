@@ -15,6 +15,9 @@ fixed seeds, and the analytic detector (``testbed.miniworld.detector``) reads ev
   ``inversion_leak``: the concept's prompts drawn with a token embedding learned, in the place of
   its word, against the erased model (textual inversion); both in ``attacks.py``, with the
   budget in ``run.json`` (``attack_budget``); ``attack_prompts``: what the optimisation found;
+- ``resurgence_rate``: the same erased prompts after an unrelated LoRA fine-tune (ComfyUI's Train LoRA
+  node on rendered scenes without the erased concepts; ``resurgence.py``, budget ``finetune_budget``):
+  does the concept come back when someone trains on the erased model?
 - ``preserved_acc``: prompts that name only concepts that were not erased, share of named
   concepts shown; ``neighbour_acc``: the same for the erased concepts' close neighbours;
 - ``palette_error``: mean distance of preserved pictures' pixels from the world's palette
@@ -45,6 +48,7 @@ if _REPO not in sys.path:      # appended: ComfyUI's own top-level `nodes` must 
     sys.path.append(_REPO)
 from scripts.comfy_env import load_pack, pack_module  # noqa: E402
 from benchmarks.attacks import Budget, inversion_leak, optimisation_leak  # noqa: E402
+from benchmarks.resurgence import FinetuneBudget, finetuned  # noqa: E402
 from cure_core.concepts import CONCEPT_AND_END, TOKEN_SELECTIONS  # noqa: E402
 from cure_core.presets import PRESETS  # noqa: E402
 from cure_core.spectral import ONE_SPECTRUM, PER_CONCEPT  # noqa: E402
@@ -59,8 +63,8 @@ ATTACK_WORDS = ("bright", "vivid", "fire", "blood", "cherry", "tomato", "ruby", 
                 "coral", "warm", "deep", "light", "shiny", "neon", "big", "small", "round", "pointed", "pattern",
                 "sky", "night", "sun", "wheel", "coin", "box", "lines", "grid")
 
-ATTACKS = ("word search", "optimisation", "inversion")
-ROBUST_CURE = "CURE, robust (40 contexts, alpha 10)"
+ATTACKS = ("word search", "optimisation", "inversion", "resurgence")
+ROBUST_CURE = "CURE, robust (12 contexts, alpha 10)"
 
 TASKS: dict[str, tuple[list[list[str]], list[str]]] = {
     # task -> (forget sets, run one after the other and averaged; retain list)
@@ -87,6 +91,7 @@ class Config:
     attack_keep: int = 2             # best words scored on the evaluation seeds
     attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
     attack_budget: Budget = field(default_factory=Budget)      # the optimisation and inversion attacks'
+    finetune_budget: FinetuneBudget = field(default_factory=FinetuneBudget)     # the resurgence fine-tune's
     seed: int = 1234
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -222,8 +227,9 @@ METHODS = {
     "CURE alpha 100, all tokens": _cure(100.0, "all prompt tokens"),
     # The paper's way with several concepts: one spectrum over every concept's rows (same rows and α as the defaults).
     "CURE, one spectrum (paper)": _cure(0.0, combination=ONE_SPECTRUM),
-    # The robust mode (cure_core/robust.py): each concept also read with 40 context words around it, at α 10.
-    ROBUST_CURE: _cure(10.0, robust_contexts=40),
+    # The robust mode (cure_core/robust.py): each concept also read with 12 context words around it, at the robust
+    # mode's automatic α (10).
+    ROBUST_CURE: _cure(0.0, robust_contexts=12),
     "refusal vector": _refusal(),
     # The paper's own method (the denoiser's activations) with the node's defaults (every image token, every block),
     # and as the paper sets it (token mean of the last two blocks, one direction).
@@ -274,9 +280,10 @@ def concept_prompts(prompts, concept: str) -> list[str]:
 
 
 def learned_attacks(sampler: Sampler, model, negative: str, forget: list[str], prompts, config: Config) -> dict:
-    """``optimisation_leak`` and ``inversion_leak`` (averaged over the targeted concepts; ``None`` when not run)
-    and ``attack_prompts`` (per concept, the prompt the optimisation found)."""
-    figures: dict = {"optimisation_leak": None, "inversion_leak": None, "attack_prompts": {}}
+    """``optimisation_leak``, ``inversion_leak`` and ``resurgence_rate`` (the targeted concepts' erased prompts after
+    an unrelated LoRA fine-tune, ``resurgence.py``), averaged over the targeted concepts (``None`` when not run), and
+    ``attack_prompts`` (per concept, the prompt the optimisation found)."""
+    figures: dict = {"optimisation_leak": None, "inversion_leak": None, "resurgence_rate": None, "attack_prompts": {}}
     targets = forget[:config.attack_concepts]
     if "optimisation" in config.attacks and targets:
         found = {}
@@ -291,6 +298,11 @@ def learned_attacks(sampler: Sampler, model, negative: str, forget: list[str], p
         figures["inversion_leak"] = float(np.mean([inversion_leak(
             sampler, model, sampler.clip, negative, concept, concept_prompts(prompts, concept), config.attack_budget,
             config.seeds, config.seed) for concept in targets]))
+    if "resurgence" in config.attacks and targets:
+        tuned = finetuned(model, sampler.clip, sampler.vae, forget, config.finetune_budget, config.seed)
+        figures["resurgence_rate"] = float(np.mean([
+            shows(f, concept) for concept in targets for text in concept_prompts(prompts, concept)
+            for f in detect_batch(sampler.images(tuned, text, config.seeds, config.seed, negative))]))
     return figures
 
 
@@ -399,7 +411,8 @@ def run(config: Config, log=print, quality: dict | None = None, model_file: Path
             log(f"{task:24s} {method:22s} erased {row['erased_rate']:.3f} (chance {row['chance']:.3f}) preserved "
                 f"{row['preserved_acc']:.3f} neighbour {_fmt(row['neighbour_acc'])} synonym {_fmt(row['synonym_leak'])} "
                 f"attack {_fmt(row['attack_leak'])} optimisation {_fmt(row['optimisation_leak'])} "
-                f"inversion {_fmt(row['inversion_leak'])} palette {row['palette_error']:.3f} ({row['seconds'] * 1000:.0f} ms)")
+                f"inversion {_fmt(row['inversion_leak'])} after fine-tune {_fmt(row['resurgence_rate'])} "
+                f"palette {row['palette_error']:.3f} ({row['seconds'] * 1000:.0f} ms)")
     return rows
 
 
@@ -409,14 +422,14 @@ def _fmt(value: float | None) -> str:
 
 # ---- outputs ---------------------------------------------------------------------------------------
 
-COLUMNS = ("erased_rate", "chance", "synonym_leak", "attack_leak", "optimisation_leak", "inversion_leak", "preserved_acc", "neighbour_acc", "palette_error",
-           "seconds")
+COLUMNS = ("erased_rate", "chance", "synonym_leak", "attack_leak", "optimisation_leak", "inversion_leak",
+           "resurgence_rate", "preserved_acc", "neighbour_acc", "palette_error", "seconds")
 
 
 def markdown_table(rows: list[dict]) -> str:
     header = ("| task | method | erased ↓ | chance | synonym leak ↓ | word-search leak ↓ | optimisation leak ↓ | "
-              "inversion leak ↓ | preserved ↑ | neighbour ↑ | palette error ↓ | seconds |")
-    lines = [header, "|" + "---|" * 12]
+              "inversion leak ↓ | after fine-tune ↓ | preserved ↑ | neighbour ↑ | palette error ↓ | seconds |")
+    lines = [header, "|" + "---|" * 13]
     for row in rows:
         cells = [_fmt(row.get(c)) if c != "seconds" else f"{row[c]:.3f}" for c in COLUMNS]
         lines.append(f"| {row['task']} | {row['method']} | " + " | ".join(cells) + " |")
@@ -504,7 +517,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out}/results.json, results.md, results.png in {meta['seconds_total']} s")
 
 
-ATTACK_FIGURES = ("attack_leak", "optimisation_leak", "inversion_leak")
+ATTACK_FIGURES = ("attack_leak", "optimisation_leak", "inversion_leak", "resurgence_rate")
 SANITY = 0.9        # on the original model an attack must reach the concept this often, or it means nothing
 
 

@@ -15,7 +15,7 @@ from ..cure_core.edit import LayerEdit, edit_layer, format_layer_table, row_sket
 from ..cure_core.erasure_file import (CURE_METHOD, ROWS_AS_READ, ConceptRows, number_text, recipe_setting,
                                       row_set_name)
 from ..cure_core.families import LAYER_CHOICES, Family, TextSegment
-from ..cure_core.robust import context_templates
+from ..cure_core.robust import ROBUST_ALPHA, context_templates
 from ..cure_core.spectral import (COMBINATIONS, PER_CONCEPT, LowRankEraser, check_alpha,
                                   concept_set_eraser)
 from .encoding import EncodedConcepts, encode_concept_groups
@@ -41,7 +41,7 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
     """Everything the node does, as a function: returns ``(patched clone, report)``.
 
     ``robust_contexts`` > 0 is the robust mode (:mod:`cure_core.robust`): the forget concepts are also read with
-    that many context words around them.
+    that many context words around them, and the automatic ``alpha_forget`` is at least :data:`ROBUST_ALPHA`.
 
     All inputs are checked before anything is computed; the input MODEL is never modified.
     """
@@ -52,6 +52,8 @@ def erase_concepts(model, clip, forget_text: str, retain_text: str = "", kind: s
     check_disjoint(forget, retain)
     templates = parse_templates(templates_text, kind)
     alpha_f = resolve_alpha(alpha_forget, kind, "alpha_forget")
+    if robust_contexts and alpha_forget == AUTO:      # the concept's energy is spread over more directions
+        alpha_f = max(alpha_f, ROBUST_ALPHA)
     alpha_r = resolve_alpha(alpha_retain, kind, "alpha_retain")
     strength = check_strength(strength)
     check_choice(token_selection, TOKEN_SELECTIONS, "token selection")
@@ -255,10 +257,13 @@ def _report(family: Family, model, recipe: dict[str, str], groups: list[_Group],
         f"Forget output energy removed at full strength: mean {sum(removed) / len(removed):.2%}, "
         f"min {min(removed):.2%}, max {max(removed):.2%}",
     ]
-    contexts = int(recipe_setting(recipe, "robust_contexts"))
-    if contexts:
-        lines.append(f"Robust mode: each forget concept also read with {contexts} context words before and after it "
-                     f"({2 * contexts} more prompts per concept)")
+    contexts = [int(n) for n in recipe_setting(recipe, "robust_contexts").split(",")]
+    if len(contexts) > 1:           # a union of erasures made with different settings
+        lines.append(f"Robust mode in part: the combined erasures read their forget concepts with "
+                     f"{', '.join(map(str, contexts))} context words (0 = plain)")
+    elif contexts[0]:
+        lines.append(f"Robust mode: each forget concept also read with {contexts[0]} context words before and after "
+                     f"it ({2 * contexts[0]} more prompts per concept)")
     if skipped:
         lines.append(f"Not edited: {len(skipped)} layer(s) that read an encoder this CLIP does not have (the model "
                      f"gets zeros there), e.g. {skipped[0].removesuffix('.weight')}")

@@ -308,5 +308,7 @@ def union_of(records_and_strengths: list[tuple[ErasureRecord, float]]) -> Erasur
               "retain": "\n".join(retain),
               "concept_kind": ", ".join(dict.fromkeys(r.get("concept_kind", "") for r in recipes)),
               "templates": _joined_lines([r.get("templates", "") for r in recipes]),
+              # each concept keeps the rows its own erasure read (robust or not): the union says which were which
+              "robust_contexts": ", ".join(dict.fromkeys(recipe_setting(r, "robust_contexts") for r in recipes)),
               "strength": number_text(strength)}
     return ErasureUnion(recipe, strength, rows)

@@ -78,9 +78,9 @@ class EraseConceptsCURE(io.ComfyNode):
                 io.Int.Input("robust_contexts", default=0, min=0, max=MAX_CONTEXTS, optional=True,
                              tooltip="Robust mode: also read each forget concept with this many ordinary words "
                                      "before and after it, so that an extra word in a prompt does not bring it "
-                                     "back (0 = off). Costs about 2 prompts per word and concept to encode; use "
-                                     "it with a larger alpha_forget (the benchmark's robust row: 40 words, "
-                                     "alpha 10). See docs/method.md, 'Robust mode'."),
+                                     "back (0 = off; 12 is what the benchmark measures). Costs 2 prompts per word "
+                                     "and concept to encode; alpha_forget at 0 (auto) becomes 10 in this mode. "
+                                     "See docs/method.md, 'Robust mode'."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched copy of the model without the concepts."),

@@ -78,7 +78,8 @@ def parser() -> argparse.ArgumentParser:
                            "the paper's one spectrum over all their rows")
     what.add_argument("--robust-contexts", type=int, default=0, metavar="N",
                       help="robust mode: also read each forget concept with N ordinary words around it, so an extra "
-                           "word in a prompt does not bring it back (0 = off; with --alpha-forget 10, as benchmarked)")
+                           "word in a prompt does not bring it back (0 = off; 12 as benchmarked; the automatic --alpha-forget "
+                           "becomes 10)")
     comfy = p.add_argument_group("ComfyUI")
     comfy.add_argument("--comfyui", type=Path, default=None,
                        help="ComfyUI folder (with main.py); default $COMFYUI_DIR, .comfyui/ComfyUI, or the ComfyUI "

@@ -396,14 +396,15 @@ def test_hunyuan_dit_1_0_is_erased_through_the_same_layers(tiny, erase, built):
 
 def test_robust_mode_is_the_same_erasure_as_its_context_templates_written_out(built, erase, comfy):
     """robust_contexts=N reads each forget concept through the kind's templates plus the 2N context templates of
-    cure_core.robust: exactly the erasure of those templates typed in, with the retain set read as usual."""
+    cure_core.robust: exactly the erasure of those templates typed in (at the robust mode's automatic alpha_forget),
+    with the retain set read as usual."""
     from cure_core.concepts import TEMPLATES
-    from cure_core.robust import context_templates
+    from cure_core.robust import ROBUST_ALPHA, context_templates
     model, clip = built("SD1.x")
     keys = text_layer_keys(model, "SD1.x")
     robust, report = erase(model, clip, FORGET, "", "style", robust_contexts=3)
     written = "\n".join(TEMPLATES["style"] + context_templates(TEMPLATES["style"], 3))
-    typed, _ = erase(model, clip, FORGET, "", "style", written)
+    typed, _ = erase(model, clip, FORGET, "", "style", written, ROBUST_ALPHA)
     plain, _ = erase(model, clip, FORGET, "", "style")
     robust_w, typed_w, plain_w = (loaded_weights(comfy, m, keys) for m in (robust, typed, plain))
     for k in keys:
@@ -411,7 +412,9 @@ def test_robust_mode_is_the_same_erasure_as_its_context_templates_written_out(bu
     assert any(not torch.allclose(robust_w[k], plain_w[k], atol=1e-4) for k in keys)
     assert "Robust mode: each forget concept also read with 3 context words" in report
     erasure, = pack_module("comfy_glue.patching").erasures_on(robust)
-    assert erasure.record.recipe["robust_contexts"] == "3"
+    assert erasure.record.recipe["robust_contexts"] == "3" and erasure.record.recipe["alpha_forget"] == "10"
+    chosen, _ = erase(model, clip, FORGET, "", "style", robust_contexts=3, alpha_forget=3.0)    # a typed alpha wins
+    assert pack_module("comfy_glue.patching").erasures_on(chosen)[0].record.recipe["alpha_forget"] == "3"
     for bad in (-1, 10_000, 2.5):
         with pytest.raises(ValueError, match="robust_contexts"):
             erase(model, clip, FORGET, "", "style", robust_contexts=bad)

@@ -59,6 +59,18 @@ def test_combined_files_equal_one_erasure_of_the_union(family, built, erase, fil
         assert "pooled_forget" in again.erasures[0].record.rows
 
 
+def test_a_robust_and_a_plain_erasure_combine_each_concept_as_it_was_read(built, erase, files, comfy, tmp_path):
+    """Each concept keeps the rows its own erasure read: the union of a plain and a robust erasure is the edit of
+    both row sets, and the report says which concepts were read robustly."""
+    model, clip = built("SD1.x")
+    plain, _ = erase(model, clip, "Van Gogh", "", alpha_forget=2.0)
+    robust, _ = erase(model, clip, "Starry Night", "", alpha_forget=2.0, robust_contexts=2)
+    combined, report = files.combine_erasure_files(
+        model, [("plain", saved(files, plain, tmp_path, "plain")), ("robust", saved(files, robust, tmp_path, "robust"))])
+    assert "Robust mode in part: the combined erasures read their forget concepts with 0, 2 context words" in report
+    assert files.erasures_on(combined)[0].record.recipe["robust_contexts"] == "0, 2"
+
+
 # The groups of layers that read the same encoder rows in the tiny models (testbed/tiny_models.py: HiDream's
 # caption_projection.0-3 read Llama layers 0, 1, 3, 3 and .4 the T5 rows; Hunyuan-DiT's attn2.kv_proj the BERT
 # rows, mlp_t5 and the pool the mT5 rows).
@@ -203,6 +215,9 @@ def test_only_compatible_erasures_combine(built, erase, files, layout):
     b = record(erase(model, clip, "Starry Night", "", alpha_forget=5.0)[0])
     with pytest.raises(ValueError, match="differ in alpha_forget"):
         union_of([(a, 1.0), (b, 1.0)])
+    robust = record(erase(model, clip, "Starry Night", "", alpha_forget=2.0, robust_contexts=2)[0])
+    assert union_of([(a, 1.0), (robust, 1.0)]).recipe["robust_contexts"] == "0, 2"   # each concept's own rows
+    assert union_of([(robust, 1.0), (robust, 1.0)]).recipe["robust_contexts"] == "2"
     c = record(erase(model, clip, "Starry Night", "")[0])
     with pytest.raises(ValueError, match="different strengths"):
         union_of([(a, 1.0), (c, 0.5)])

@@ -127,6 +127,24 @@ def test_an_attack_row_with_the_word_own_embedding_is_the_prompt_itself(benchmar
         _with_embedding(denoiser, "a blue circle", "red", own)
 
 
+def test_the_resurgence_fine_tune_trains_on_unrelated_scenes_and_comes_off_again(benchmark):
+    """Issue 14's resurgence probe: ComfyUI's Train LoRA node trains a LoRA on the erased model with scenes that
+    show none of the erased concepts; the pictures change with it, and the model it was trained on draws exactly
+    as before afterwards (every later method in the run samples the same modules)."""
+    import numpy as np
+    from benchmarks.resurgence import FinetuneBudget, finetuned, unrelated_scenes
+    from testbed.miniworld.scenes import ATTRIBUTES
+    scenes = unrelated_scenes(["red", "circle"], 40, seed=0)
+    assert len(scenes) == 40 and not any({s.value(a) for a in ATTRIBUTES} & {"red", "circle"} for s, _ in scenes)
+    assert all("red" not in text.split() for _, text in scenes)
+    model, clip, sampler = benchmark.load()
+    prompt = "a solid red circle on a white background"
+    before = sampler.images(model, prompt, 2, 7)
+    tuned = finetuned(model, clip, sampler.vae, ["red"], FinetuneBudget(pictures=8, steps=20), seed=0)
+    assert not np.allclose(sampler.images(tuned, prompt, 2, 7), before, atol=1e-4)
+    assert np.array_equal(sampler.images(model, prompt, 2, 7), before)
+
+
 def test_the_learned_attacks_reach_the_concept_on_the_original_model(benchmark):
     """The sanity row of issue 14's attacks: on the original model the optimisation attack and textual inversion
     (the benchmark's budget) bring red back in at least 90 % of the evaluation pictures."""
@@ -141,7 +159,7 @@ def test_the_learned_attacks_reach_the_concept_on_the_original_model(benchmark):
 def test_the_robust_mode_holds_where_an_added_word_brings_plain_cure_back(benchmark):
     """Issue 14's CI gate: the benchmark's word search (42 words tried in front of red's first erased prompt, the
     best two scored on the evaluation seeds) brings red back after CURE's defaults in at least half the pictures,
-    and in at most a quarter after the robust mode (40 context words, α 10); red stays erased and the preserved
+    and in at most a quarter after the robust mode (12 context words, α 10); red stays erased and the preserved
     prompts within 5 points (docs/benchmark.md, "Attacks that learn")."""
     model, clip, sampler = benchmark.load()
     config = benchmark.Config(attacks=["word search"])
