@@ -2,7 +2,7 @@
 
 Published work ("Unstable Unlearning") reports that concepts erased from a model return after fine-tuning on data
 that never shows them. The benchmark measures it the way a ComfyUI user would meet it: ComfyUI's own **Train LoRA**
-node (``comfy_extras/nodes_train.py``, its defaults but fp32 on the CPU) trains a LoRA on the *erased* model, on
+node (``comfy_extras/nodes_train.py``, its LoRA in fp32, :class:`FinetuneBudget`) trains on the *erased* model, on
 pictures the world renders of scenes that contain none of the erased concepts, each captioned with its full
 prompt; the erased prompts are then drawn again with the LoRA applied and the detector counts how often the
 concept shows (``resurgence_rate``, beside the ``erased_rate`` before the fine-tune). The budget is part of the
@@ -55,7 +55,7 @@ def finetuned(model, clip, vae, forget: list[str], budget: FinetuneBudget, seed:
         return TrainLoraNode.execute(
             # one latent per entry: Train LoRA 0.3.75 only sets up its batching when given a list of latents
             model=[model], latents=[{"samples": latent[None]} for latent in latents], positive=[positive],
-            batch_size=[budget.batch], steps=[budget.steps], grad_accumulation_steps=[1], learning_rate=[budget.learning_rate],
-            rank=[budget.rank], optimizer=["AdamW"], loss_function=["MSE"], seed=[seed], training_dtype=["fp32"],
-            lora_dtype=["fp32"], algorithm=["LoRA"], gradient_checkpointing=[False],
-            existing_lora=["[None]"]).result[0]
+            batch_size=[budget.batch], steps=[budget.steps], grad_accumulation_steps=[1],
+            learning_rate=[budget.learning_rate], rank=[budget.rank], optimizer=["AdamW"], loss_function=["MSE"],
+            seed=[seed], training_dtype=["fp32"], lora_dtype=["fp32"], algorithm=["LoRA"],
+            gradient_checkpointing=[False], existing_lora=["[None]"]).result[0]

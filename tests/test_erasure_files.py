@@ -65,8 +65,8 @@ def test_a_robust_and_a_plain_erasure_combine_each_concept_as_it_was_read(built,
     model, clip = built("SD1.x")
     plain, _ = erase(model, clip, "Van Gogh", "", alpha_forget=2.0)
     robust, _ = erase(model, clip, "Starry Night", "", alpha_forget=2.0, robust_contexts=2)
-    combined, report = files.combine_erasure_files(
-        model, [("plain", saved(files, plain, tmp_path, "plain")), ("robust", saved(files, robust, tmp_path, "robust"))])
+    named = [(name, saved(files, patched, tmp_path, name)) for name, patched in (("plain", plain), ("robust", robust))]
+    combined, report = files.combine_erasure_files(model, named)
     assert "Robust mode in part: the combined erasures read their forget concepts with 0, 2 context words" in report
     assert files.erasures_on(combined)[0].record.recipe["robust_contexts"] == "0, 2"
 
