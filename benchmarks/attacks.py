@@ -51,6 +51,13 @@ def named_in(text: str) -> dict[str, str]:
     return {a: v for a in ATTRIBUTES for v, names in VOCABULARY[a].items() if names[0] in words}
 
 
+@torch.no_grad()
+def rendered_latents(vae, scenes) -> torch.Tensor:
+    """The VAE's latents of the world's renders of ``scenes`` (as a sampler's latent input, before the model's
+    latent scaling)."""
+    return vae.encode(torch.from_numpy(np.stack([render(s) for s in scenes]))).float()
+
+
 class ErasedDenoiser:
     """The erased model's denoising loss on rendered pictures, differentiable in the prompt's token embeddings."""
 
@@ -75,10 +82,8 @@ class ErasedDenoiser:
         row = self.tokens(word)
         return row[1:row.index(self.special["end"])]
 
-    @torch.no_grad()
     def latents(self, scenes) -> torch.Tensor:
-        images = torch.from_numpy(np.stack([render(s) for s in scenes]))
-        return self.model.model.process_latent_in(self.vae.encode(images).float())
+        return self.model.model.process_latent_in(rendered_latents(self.vae, scenes))
 
     def loss(self, rows: list[Row], x0: torch.Tensor) -> torch.Tensor:
         """Mean squared error of the predicted noise (eps) at uniformly drawn noise levels."""
@@ -107,6 +112,11 @@ def _rate(sampler, model, denoiser: ErasedDenoiser, row: Row, concept: str, seed
 
 # ---- prompt optimisation (UnlearnDiffAtk-style, PEZ projection) ---------------------------------------------
 
+def _prefixed(row: Row, prefix) -> Row:
+    """``row`` with ``prefix`` (token ids or embeddings) after its start token, cropped back to its length."""
+    return [row[0], *prefix, *row[1:len(row) - len(prefix)]]
+
+
 def optimised_prefixes(denoiser: ErasedDenoiser, base: str, concept: str, budget: Budget) -> list[tuple[int, ...]]:
     """Projected token prefixes for ``base`` (lowest training loss first) that make the erased model denoise
     pictures of ``base``'s scene best."""
@@ -130,7 +140,7 @@ def optimised_prefixes(denoiser: ErasedDenoiser, base: str, concept: str, budget
     for _ in range(budget.optimisation_steps):
         ids = project(continuous.detach())
         projected = denoiser.vocabulary[ids].clone().requires_grad_(True)
-        prompt = [row[0], *projected.unbind(0), *row[1:len(row) - k]]
+        prompt = _prefixed(row, projected.unbind(0))
         x0 = x0_pool[torch.randint(len(x0_pool), (budget.batch,), generator=denoiser.generator)]
         loss = denoiser.loss([prompt] * budget.batch, x0)
         continuous.grad, = torch.autograd.grad(loss, [projected])
@@ -146,16 +156,12 @@ def optimisation_leak(sampler, model, clip, negative: str, concept: str, base: s
     on search seeds, the best ``keep`` on the evaluation seeds; the worst case counts."""
     denoiser = ErasedDenoiser(model, clip, sampler.vae, seed + 5)
     row = denoiser.tokens(base)
-    k = budget.prefix_tokens
-
-    def prompt(ids: tuple[int, ...]) -> Row:
-        return [row[0], *ids, *row[1:len(row) - k]]
-
     candidates = optimised_prefixes(denoiser, base, concept, budget)
-    scores = [(_rate(sampler, model, denoiser, prompt(ids), concept, search_seeds, seed + 1, negative), ids)
+    scores = [(_rate(sampler, model, denoiser, _prefixed(row, ids), concept, search_seeds, seed + 1, negative), ids)
               for ids in candidates]
     best = [ids for _, ids in sorted(scores, key=lambda s: -s[0])[:keep]]
-    leaks = [(_rate(sampler, model, denoiser, prompt(ids), concept, seeds, seed, negative), ids) for ids in best]
+    leaks = [(_rate(sampler, model, denoiser, _prefixed(row, ids), concept, seeds, seed, negative), ids)
+             for ids in best]
     leak, ids = max(leaks, key=lambda s: s[0])
     words = denoiser.clip.tokenizer.clip_l.tokenizer.decode(list(ids))
     return leak, f"{words} | {base}"

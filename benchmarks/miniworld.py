@@ -51,6 +51,7 @@ from benchmarks.attacks import Budget, inversion_leak, optimisation_leak  # noqa
 from benchmarks.resurgence import FinetuneBudget, finetuned  # noqa: E402
 from cure_core.concepts import CONCEPT_AND_END, TOKEN_SELECTIONS  # noqa: E402
 from cure_core.presets import PRESETS  # noqa: E402
+from cure_core.robust import ROBUST_ALPHA  # noqa: E402
 from cure_core.spectral import ONE_SPECTRUM, PER_CONCEPT  # noqa: E402
 from testbed.miniworld.detector import detect_batch, shows  # noqa: E402
 from testbed.miniworld.scenes import (ATTRIBUTES, BACKGROUNDS, COLOURS, DARK, NEIGHBOURS, TEMPLATES,  # noqa: E402
@@ -64,7 +65,8 @@ ATTACK_WORDS = ("bright", "vivid", "fire", "blood", "cherry", "tomato", "ruby", 
                 "sky", "night", "sun", "wheel", "coin", "box", "lines", "grid")
 
 ATTACKS = ("word search", "optimisation", "inversion", "resurgence")
-ROBUST_CURE = "CURE, robust (12 contexts, alpha 10)"
+ROBUST_CONTEXTS = 12     # the robust mode as the benchmark runs it, at the mode's automatic alpha
+ROBUST_CURE = f"CURE, robust ({ROBUST_CONTEXTS} contexts, alpha {ROBUST_ALPHA:g})"
 
 TASKS: dict[str, tuple[list[list[str]], list[str]]] = {
     # task -> (forget sets, run one after the other and averaged; retain list)
@@ -229,7 +231,7 @@ METHODS = {
     "CURE, one spectrum (paper)": _cure(0.0, combination=ONE_SPECTRUM),
     # The robust mode (cure_core/robust.py): each concept also read with 12 context words around it, at the robust
     # mode's automatic α (10).
-    ROBUST_CURE: _cure(0.0, robust_contexts=12),
+    ROBUST_CURE: _cure(0.0, robust_contexts=ROBUST_CONTEXTS),
     "refusal vector": _refusal(),
     # The paper's own method (the denoiser's activations) with the node's defaults (every image token, every block),
     # and as the paper sets it (token mean of the last two blocks, one direction).

@@ -13,10 +13,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from testbed.miniworld.scenes import ATTRIBUTES, TEMPLATES, prompt_for, random_scene, render
+from benchmarks.attacks import rendered_latents
+from testbed.miniworld.scenes import ATTRIBUTES, TEMPLATES, prompt_for, random_scene
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ def finetuned(model, clip, vae, forget: list[str], budget: FinetuneBudget, seed:
     weight wrappers, which ComfyUI takes off the shared modules when it next loads another clone)."""
     from comfy_extras.nodes_train import TrainLoraNode
     scenes = unrelated_scenes(forget, budget.pictures, seed)
+    latents = rendered_latents(vae, [scene for scene, _ in scenes])
     with torch.no_grad():
-        latents = vae.encode(torch.from_numpy(np.stack([render(s) for s, _ in scenes]))).float()
         positive = [clip.encode_from_tokens_scheduled(clip.tokenize(text))[0] for _, text in scenes]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)                 # the trainer draws batches and noise levels from the global RNG
