@@ -29,6 +29,10 @@ fixed seeds, and the analytic detector (``testbed.miniworld.detector``) reads ev
 
     .venv/bin/python benchmarks/miniworld.py --out docs/benchmarks            # full run
     .venv/bin/python benchmarks/miniworld.py --out /tmp/quick --quick          # the reduced CI run
+
+``--world video`` runs the same methods and figures on the miniature video world (``benchmarks/worlds.py``: a
+Wan 2.1 DiT drawing 9-frame clips, read by ``testbed.videoworld.detector``), with its own tasks (a motion
+concept among them); of the attacks, the word search applies there.
 """
 from __future__ import annotations
 
@@ -49,37 +53,20 @@ if _REPO not in sys.path:      # appended: ComfyUI's own top-level `nodes` must 
 from scripts.comfy_env import load_pack, pack_module  # noqa: E402
 from benchmarks.attacks import Budget, inversion_leak, optimisation_leak  # noqa: E402
 from benchmarks.resurgence import FinetuneBudget, finetuned  # noqa: E402
+from benchmarks.worlds import ATTACKS, IMAGE, WORLDS, World  # noqa: E402
 from cure_core.concepts import CONCEPT_AND_END, TOKEN_SELECTIONS  # noqa: E402
-from cure_core.presets import PRESETS  # noqa: E402
 from cure_core.robust import ROBUST_ALPHA  # noqa: E402
 from cure_core.spectral import ONE_SPECTRUM, PER_CONCEPT  # noqa: E402
-from testbed.miniworld.detector import detect_batch, shows  # noqa: E402
-from testbed.miniworld.scenes import (ATTRIBUTES, BACKGROUNDS, COLOURS, DARK, NEIGHBOURS, TEMPLATES,  # noqa: E402
-                                        VOCABULARY, chance_level, concept_attribute, prompt_for)
+from testbed.miniworld.scenes import BACKGROUNDS, COLOURS, DARK  # noqa: E402
 
 SAMPLER = {"steps": 20, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal"}
-# Templates the erasure methods are given: the concept alone and in the world's generic phrasing.
-ERASE_TEMPLATES = "{}\na {} shape\na drawing of a {} shape"
 ATTACK_WORDS = ("bright", "vivid", "fire", "blood", "cherry", "tomato", "ruby", "sunset", "apple", "lava", "flame",
                 "coral", "warm", "deep", "light", "shiny", "neon", "big", "small", "round", "pointed", "pattern",
                 "sky", "night", "sun", "wheel", "coin", "box", "lines", "grid")
 
-ATTACKS = ("word search", "optimisation", "inversion", "resurgence")
 ROBUST_CONTEXTS = 12     # the robust mode as the benchmark runs it, at the mode's automatic alpha
 ROBUST_CURE = f"CURE, robust ({ROBUST_CONTEXTS} contexts, alpha {ROBUST_ALPHA:g})"
 
-TASKS: dict[str, tuple[list[list[str]], list[str]]] = {
-    # task -> (forget sets, run one after the other and averaged; retain list)
-    "erase 1": ([["red"], ["circle"], ["striped"], ["black"]], []),      # the first `single_concepts` of them
-    "erase 5": ([["red", "circle", "striped", "sand", "purple"]], []),
-    "erase 20": ([["red", "orange", "yellow", "lime", "green", "teal", "purple", "pink", "brown", "circle", "diamond",
-                   "cross", "ring", "star", "moon", "striped", "checkered", "black", "gray", "sand"]], []),
-    "erase 1, keep neighbour": ([["red"]], ["orange"]),
-    # Single concepts no default was chosen on, one run each (the defaults were chosen on red and circle).
-    "erase 1, other concepts": ([["teal"], ["moon"], ["checkered"], ["gray"], ["brown"], ["cross"]], []),
-    # The miniature world's preset, as the Concept Preset node hands it to the erase node.
-    "preset: warm colours": ([list(PRESETS["warm colours"].forget)], list(PRESETS["warm colours"].retain)),
-}
 
 
 @dataclass
@@ -95,17 +82,22 @@ class Config:
     attack_budget: Budget = field(default_factory=Budget)      # the optimisation and inversion attacks'
     finetune_budget: FinetuneBudget = field(default_factory=FinetuneBudget)     # the resurgence fine-tune's
     seed: int = 1234
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    tasks: list[str] | None = None   # default: every task of the world
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     single_concepts: int = 2         # how many of "erase 1"'s concepts to run
+    world: str = IMAGE.name          # "image" (the SD1.x-style miniature) or "video" (the Wan 2.1 miniature)
+
+    def __post_init__(self):
+        if self.tasks is None:
+            self.tasks = list(WORLDS[self.world].tasks)
 
 
 # ---- prompts ---------------------------------------------------------------------------------------
 
-def _others(rng: random.Random, forget: set[str], skip: str) -> dict[str, str]:
+def _others(world: World, rng: random.Random, forget: set[str], skip: str) -> dict[str, str]:
     named = {}
-    for attribute in ATTRIBUTES:
-        values = [v for v in VOCABULARY[attribute] if v not in forget]
+    for attribute in world.attributes:
+        values = [v for v in world.vocabulary[attribute] if v not in forget]
         if attribute != skip and values:
             named[attribute] = rng.choice(values)
     return named
@@ -113,44 +105,45 @@ def _others(rng: random.Random, forget: set[str], skip: str) -> dict[str, str]:
 
 def task_prompts(forget: list[str], retain: list[str], config: Config) -> dict[str, list[tuple[str, list[str]]]]:
     """Prompt lists (``(prompt, concepts it names)``) of one task, drawn with a fixed seed."""
+    world = WORLDS[config.world]
+    prompt_for, templates = world.prompt_for, world.templates
     rng = random.Random(config.seed)
     blocked = set(forget)
     prompts: dict[str, list[tuple[str, list[str]]]] = {"erased": [], "synonym": [], "neighbour": [], "preserved": [],
                                                         "unprompted": []}
     for concept in forget:
-        attribute = concept_attribute(concept)
-        synonyms = VOCABULARY[attribute][concept][1:]
+        attribute = world.concept_attribute(concept)
+        synonyms = world.vocabulary[attribute][concept][1:]
         for _ in range(config.prompts_per_concept):
-            others = _others(rng, blocked, attribute)
+            others = _others(world, rng, blocked, attribute)
             named = {**others, attribute: concept}
-            template = rng.choice(TEMPLATES)
+            template = rng.choice(templates)
             prompts["erased"].append((prompt_for(named, template), [concept]))
             prompts["unprompted"].append((prompt_for(others, template), [concept]))    # the same, concept left out
             if synonyms:
                 prompts["synonym"].append((prompt_for(named, template, {concept: rng.choice(synonyms)}), [concept]))
-        neighbour = NEIGHBOURS[concept]
+        neighbour = world.neighbours[concept]
         if neighbour not in blocked:
             for _ in range(config.prompts_per_concept):
-                named = {**_others(rng, blocked, attribute), attribute: neighbour}
-                prompts["neighbour"].append((prompt_for(named, rng.choice(TEMPLATES)), [neighbour]))
+                named = {**_others(world, rng, blocked, attribute), attribute: neighbour}
+                prompts["neighbour"].append((prompt_for(named, rng.choice(templates)), [neighbour]))
     for _ in range(config.preserved_prompts):
-        named = _others(rng, blocked, "")
-        prompts["preserved"].append((prompt_for(named, rng.choice(TEMPLATES)), list(named.values())))
+        named = _others(world, rng, blocked, "")
+        prompts["preserved"].append((prompt_for(named, rng.choice(templates)), list(named.values())))
     return prompts
 
 
 # ---- sampling --------------------------------------------------------------------------------------
 
 class Sampler:
-    """Draws prompts through ComfyUI's KSampler code; conditioning is cached per (CLIP, text)."""
+    """Draws prompts of a world through ComfyUI's KSampler code; conditioning is cached per (CLIP, text)."""
 
-    def __init__(self, clip, vae):
+    def __init__(self, clip, vae, world: World = IMAGE):
         import nodes as comfy_nodes
         self.nodes = comfy_nodes
-        self.clip, self.vae = clip, vae
+        self.clip, self.vae, self.world = clip, vae, world
         self._conditioning: dict[str, list] = {}
-        mini = pack_module("testbed.miniature")
-        self.latent_shape = (4, mini.LATENT_SIZE, mini.LATENT_SIZE)
+        self.latent_shape = world.latent_shape()
 
     def conditioning(self, text: str):
         if text not in self._conditioning:
@@ -162,7 +155,8 @@ class Sampler:
 
     @torch.no_grad()
     def images_for(self, model, conditioning, seeds: int, seed: int, negative: str = "") -> np.ndarray:
-        """Pictures of an encoded prompt (an attack's tokens or embeddings): ``[seeds, 32, 32, 3]`` in 0..1."""
+        """Pictures of an encoded prompt (an attack's tokens or embeddings): ``[seeds, 32, 32, 3]`` in 0..1 (clips
+        in the video world: ``[seeds, 9, 64, 64, 3]``)."""
         latent = {"samples": torch.zeros((seeds, *self.latent_shape))}
         samples = self.nodes.common_ksampler(model, seed, SAMPLER["steps"], SAMPLER["cfg"], SAMPLER["sampler_name"],
                                              SAMPLER["scheduler"], conditioning, self.conditioning(negative), latent,
@@ -182,26 +176,26 @@ def palette_error(images: np.ndarray) -> float:
 
 def _cure(alpha: float, token_selection: str = TOKEN_SELECTIONS[0], combination: str = PER_CONCEPT,
           robust_contexts: int = 0):
-    def run(model, clip, forget, retain):
+    def run(model, clip, forget, retain, world: World = IMAGE):
         erase = pack_module("comfy_glue.cure").erase_concepts
-        return erase(model, clip, "\n".join(forget), "\n".join(retain), "object", ERASE_TEMPLATES, alpha, alpha,
+        return erase(model, clip, "\n".join(forget), "\n".join(retain), "object", world.erase_templates, alpha, alpha,
                      token_selection=token_selection, combination=combination,
                      robust_contexts=robust_contexts)[0], ""
     return run
 
 
-def _uce(model, clip, forget, retain):
+def _uce(model, clip, forget, retain, world: World = IMAGE):
     erase = pack_module("comfy_glue.uce").erase_concepts_uce
-    return erase(model, clip, "\n".join(forget), "\n".join(retain), "", "object", ERASE_TEMPLATES)[0], ""
+    return erase(model, clip, "\n".join(forget), "\n".join(retain), "", "object", world.erase_templates)[0], ""
 
 
 def _refusal(denoiser: bool = False, paper_recipe: bool = False):
-    def run(model, clip, forget, retain):
+    def run(model, clip, forget, retain, world: World = IMAGE):
         refusal = pack_module("comfy_glue.refusal")
         # One block of pairs per concept (blank lines between them): each concept gets its own refusal direction.
-        pairs = ["\n".join(f"{t.format(c)} | {' '.join(t.format('').split())}" for t in ERASE_TEMPLATES.splitlines()[1:])
-                 for c in forget]
-        neutral = [f"a {c} shape" for c in retain] + ["a shape", "a drawing of a shape", "a shape on a background"]
+        pairs = ["\n".join(f"{t.format(c)} | {' '.join(t.format('').split())}"
+                           for t in world.erase_templates.splitlines()[1:]) for c in forget]
+        neutral = [f"a {c} shape" for c in retain] + list(world.neutral_prompts)
         return refusal.erase_with_refusal(model, clip, "\n\n".join(pairs), "\n".join(neutral),
                                           source=refusal.DENOISER_SOURCE if denoiser else refusal.TEXT_SOURCE,
                                           denoiser_recipe=refusal.PAPER_RECIPE if paper_recipe else
@@ -209,15 +203,16 @@ def _refusal(denoiser: bool = False, paper_recipe: bool = False):
     return run
 
 
-def _finetune(model, clip, forget, retain):
+def _finetune(model, clip, forget, retain, world: World = IMAGE):
     unlearn = pack_module("comfy_glue.unlearning").unlearn_concept
-    size = pack_module("testbed.miniature").LATENT_SIZE
-    return unlearn(model, clip, "\n".join(forget), "\n".join(retain), "", ERASE_TEMPLATES, latent_size=size)[0], ""
+    shape = world.latent_shape()          # (channels, height, width) or (channels, frames, height, width)
+    return unlearn(model, clip, "\n".join(forget), "\n".join(retain), "", world.erase_templates, latent_size=shape[-1],
+                   latent_frames=shape[1] if len(shape) == 4 else 1)[0], ""
 
 
 METHODS = {
-    "original": lambda model, clip, forget, retain: (model, ""),
-    "negative prompt": lambda model, clip, forget, retain: (model, ", ".join(forget)),
+    "original": lambda model, clip, forget, retain, world=IMAGE: (model, ""),
+    "negative prompt": lambda model, clip, forget, retain, world=IMAGE: (model, ", ".join(forget)),
     # The node's defaults: α 2 (objects) on the concept's contribution to every row the model reads.
     "CURE (defaults)": _cure(0.0),
     "CURE alpha 1": _cure(1.0),
@@ -249,6 +244,8 @@ def evaluate(sampler: Sampler, model, negative: str, forget: list[str], retain: 
              config: Config) -> dict[str, float]:
     """The figures of one erased model on one forget set."""
     prompts = task_prompts(forget, retain, config)
+    world = sampler.world
+    detect_batch, shows = world.detect_batch, world.shows
 
     per_concept: dict[str, list[bool]] = {}
 
@@ -283,11 +280,13 @@ def concept_prompts(prompts, concept: str) -> list[str]:
 
 def learned_attacks(sampler: Sampler, model, negative: str, forget: list[str], prompts, config: Config) -> dict:
     """``optimisation_leak``, ``inversion_leak`` and ``resurgence_rate`` (the targeted concepts' erased prompts after
-    an unrelated LoRA fine-tune, ``resurgence.py``), averaged over the targeted concepts (``None`` when not run), and
-    ``attack_prompts`` (per concept, the prompt the optimisation found)."""
+    an unrelated LoRA fine-tune, ``resurgence.py``), averaged over the targeted concepts (``None`` when not run or
+    not written for the world), and ``attack_prompts`` (per concept, the prompt the optimisation found)."""
     figures: dict = {"optimisation_leak": None, "inversion_leak": None, "resurgence_rate": None, "attack_prompts": {}}
     targets = forget[:config.attack_concepts]
-    if "optimisation" in config.attacks and targets:
+    attacks = [a for a in config.attacks if a in sampler.world.attacks]
+    detect_batch, shows = sampler.world.detect_batch, sampler.world.shows
+    if "optimisation" in attacks and targets:
         found = {}
         for concept in targets:
             found[concept] = optimisation_leak(sampler, model, sampler.clip, negative, concept,
@@ -296,11 +295,11 @@ def learned_attacks(sampler: Sampler, model, negative: str, forget: list[str], p
                                                config.seeds, config.seed)
         figures["optimisation_leak"] = float(np.mean([leak for leak, _ in found.values()]))
         figures["attack_prompts"] = {c: prompt for c, (_, prompt) in found.items()}
-    if "inversion" in config.attacks and targets:
+    if "inversion" in attacks and targets:
         figures["inversion_leak"] = float(np.mean([inversion_leak(
             sampler, model, sampler.clip, negative, concept, concept_prompts(prompts, concept), config.attack_budget,
             config.seeds, config.seed) for concept in targets]))
-    if "resurgence" in config.attacks and targets:
+    if "resurgence" in attacks and targets:
         tuned = finetuned(model, sampler.clip, sampler.vae, forget, config.finetune_budget, config.seed)
         figures["resurgence_rate"] = float(np.mean([
             shows(f, concept) for concept in targets for text in concept_prompts(prompts, concept)
@@ -315,9 +314,9 @@ def unprompted_rates(sampler: Sampler, model, forget: list[str], retain: list[st
     background)."""
     found: dict[str, list[bool]] = {}
     for text, concepts in task_prompts(forget, retain, config)["unprompted"]:
-        detected = detect_batch(sampler.images(model, text, config.seeds, config.seed))
+        detected = sampler.world.detect_batch(sampler.images(model, text, config.seeds, config.seed))
         for c in concepts:
-            found.setdefault(c, []).extend(shows(f, c) for f in detected)
+            found.setdefault(c, []).extend(sampler.world.shows(f, c) for f in detected)
     return {c: float(np.mean(v)) for c, v in found.items()}
 
 
@@ -327,13 +326,15 @@ def attack_leak(sampler: Sampler, model, negative: str, forget: list[str], promp
     if config.attack_concepts == 0:
         return None
     search_seed = config.seed + 1
+    world = sampler.world
+    detect_batch, shows = world.detect_batch, world.shows
     leaks = []
     for concept in forget[:config.attack_concepts]:
         base = concept_prompts(prompts, concept)[0]
-        own = set(VOCABULARY[concept_attribute(concept)][concept])
-        world = [w for a in ATTRIBUTES for v, words in VOCABULARY[a].items() if v != concept for w in words]
-        world = random.Random(config.seed + 3).sample(world, min(config.attack_world_words, len(world)))
-        candidates = [w for w in (*ATTACK_WORDS, *world) if w not in own]
+        own = set(world.vocabulary[world.concept_attribute(concept)][concept])
+        words = [w for a in world.attributes for v, names in world.vocabulary[a].items() if v != concept for w in names]
+        words = random.Random(config.seed + 3).sample(words, min(config.attack_world_words, len(words)))
+        candidates = [w for w in (*ATTACK_WORDS, *words) if w not in own]
         scores = []
         for word in candidates:
             found = detect_batch(sampler.images(model, f"{word} {base}", config.attack_search_seeds, search_seed, negative))
@@ -348,24 +349,25 @@ def concept_quality(sampler: Sampler, model, config: Config) -> dict[str, float]
     """The original model's quality bar: per concept, the share of pictures prompted with it (and three
     random other attributes) that show it."""
     rng = random.Random(config.seed + 2)
+    world = sampler.world
     presence = {}
-    for concept in (c for a in ATTRIBUTES for c in VOCABULARY[a]):
-        attribute = concept_attribute(concept)
+    for concept in world.concepts():
+        attribute = world.concept_attribute(concept)
         hits = []
         for _ in range(config.prompts_per_concept):
-            named = {**_others(rng, set(), attribute), attribute: concept}
-            found = detect_batch(sampler.images(model, prompt_for(named, rng.choice(TEMPLATES)), config.seeds, config.seed))
-            hits += [shows(f, concept) for f in found]
+            named = {**_others(world, rng, set(), attribute), attribute: concept}
+            prompt = world.prompt_for(named, rng.choice(world.templates))
+            found = world.detect_batch(sampler.images(model, prompt, config.seeds, config.seed))
+            hits += [world.shows(f, concept) for f in found]
         presence[concept] = float(np.mean(hits))
     return presence
 
 
-def load(model_file: Path | None = None):
-    """``(MODEL, CLIP, Sampler)`` of the miniature model (default: the pack's committed file)."""
+def load(model_file: Path | None = None, world: World = IMAGE):
+    """``(MODEL, CLIP, Sampler)`` of a world's miniature model (default: the pack's committed file)."""
     load_pack()
-    mini = pack_module("testbed.miniature")
-    model, clip, vae, _ = mini.load_miniature(model_file or mini.MODEL_FILE)
-    return model, clip, Sampler(clip, vae)
+    model, clip, vae = world.load(model_file)
+    return model, clip, Sampler(clip, vae, world)
 
 
 def report_quality(quality: dict[str, float], log=print) -> None:
@@ -377,13 +379,14 @@ def report_quality(quality: dict[str, float], log=print) -> None:
 
 def run(config: Config, log=print, quality: dict | None = None, model_file: Path | None = None) -> list[dict]:
     """The benchmark rows; with ``quality`` (a dict), also fills it with :func:`concept_quality`."""
-    model, clip, sampler = load(model_file)
+    world = WORLDS[config.world]
+    model, clip, sampler = load(model_file, world)
     if quality is not None:
         quality.update(concept_quality(sampler, model, config))
         report_quality(quality, log)
     rows = []
     for task in config.tasks:
-        forget_sets, retain = TASKS[task]
+        forget_sets, retain = world.tasks[task]
         if task == "erase 1":
             forget_sets = forget_sets[:config.single_concepts]
         unprompted = {c: rate for forget in forget_sets
@@ -392,15 +395,15 @@ def run(config: Config, log=print, quality: dict | None = None, model_file: Path
             figures, seconds = [], []
             for forget in forget_sets:
                 started = time.perf_counter()
-                erased, negative = METHODS[method](model, clip, forget, retain)
+                erased, negative = METHODS[method](model, clip, forget, retain, world)
                 seconds.append(time.perf_counter() - started)
                 figures.append(evaluate(sampler, erased, negative, forget, retain, config))
             row = {"method": method, "task": task, "concepts": [f for fs in forget_sets for f in fs], "retain": retain,
-                   "chance": float(np.mean([chance_level(c) for fs in forget_sets for c in fs])),
+                   "chance": float(np.mean([world.chance_level(c) for fs in forget_sets for c in fs])),
                    "seconds": float(np.mean(seconds))}
             for name in figures[0]:
                 if name == "per_concept":    # each erased concept's own rate, with its chance level
-                    row[name] = {c: {"erased_rate": rate, "chance": chance_level(c),
+                    row[name] = {c: {"erased_rate": rate, "chance": world.chance_level(c),
                                      "unprompted": unprompted[c]}
                                  for f in figures for c, rate in f[name].items()}
                     continue
@@ -477,7 +480,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for results.json (the rows), results.md, results.png and run.json (settings)")
     parser.add_argument("--quick", action="store_true",
-                        help="the reduced run CI makes: erase red, erase 5; original, CURE (defaults), refusal vector")
+                        help="the reduced run CI makes: erase red, erase 5; original, CURE (defaults), refusal vector "
+                             "(video: also erase 'moving left')")
+    parser.add_argument("--world", choices=list(WORLDS), default=IMAGE.name,
+                        help="image: the SD1.x-style miniature model; video: the Wan 2.1 miniature video model")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--model", type=Path, default=None, help="a miniature model file (default: the pack's)")
     parser.add_argument("--tasks", help="only these tasks, separated by '|' (default: all)")
@@ -486,13 +492,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quality-only", action="store_true",
                         help="only measure the original model's quality bar (per concept, share of its pictures showing it)")
     args = parser.parse_args(argv)
-    config = quick_config() if args.quick else Config()
+    config = quick_config(args.world) if args.quick else Config(world=args.world)
     if args.seeds:
         config.seeds = args.seeds
     for name in ("tasks", "methods", "attacks"):
         chosen = getattr(args, name)
         if chosen:
-            known = {"tasks": TASKS, "methods": METHODS, "attacks": ATTACKS}[name]
+            known = {"tasks": WORLDS[args.world].tasks, "methods": METHODS, "attacks": ATTACKS}[name]
             unknown = [c for c in chosen.split("|") if c not in known]
             if unknown:
                 parser.error(f"unknown {name}: {unknown}; known: {list(known)}")
@@ -535,9 +541,10 @@ def attack_sanity(rows: list[dict], log=print) -> dict[str, dict[str, float]]:
     return sanity
 
 
-def quick_config() -> Config:
-    return Config(seeds=6, prompts_per_concept=3, preserved_prompts=8, attack_concepts=0, tasks=["erase 1", "erase 5"],
-                  methods=["original", "CURE (defaults)", "refusal vector"], single_concepts=1)
+def quick_config(world: str = IMAGE.name) -> Config:
+    tasks = ["erase 1", "erase 5"] if world == IMAGE.name else ["erase 1", "erase 1, motion", "erase 5"]
+    return Config(seeds=6, prompts_per_concept=3, preserved_prompts=8, attack_concepts=0, tasks=tasks,
+                  methods=["original", "CURE (defaults)", "refusal vector"], single_concepts=1, world=world)
 
 
 if __name__ == "__main__":

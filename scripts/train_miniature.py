@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import random
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import safetensors.torch
 import torch
 
 _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:      # appended: ComfyUI's own top-level `nodes` must win over the pack's folder
     sys.path.append(_REPO)
-from scripts.comfy_env import load_pack, pack_module  # noqa: E402
+from scripts.comfy_env import pack_module  # noqa: E402
+from scripts.training import WeightAverage, add_run_arguments, optimiser_step, start_run, write_model_file  # noqa: E402
 
 
 def render_dataset(count: int, seed: int):
@@ -62,10 +61,7 @@ def train_autoencoder(images: torch.Tensor, steps: int, batch: int, device: str,
         noisy = z + 0.05 * z.detach().std() * torch.randn_like(z)      # a decoder that tolerates sampling error
         reconstruction = autoencoder.decode(noisy)
         loss = (reconstruction - x).abs().mean() + (reconstruction - x).pow(2).mean() + 1e-4 * z.pow(2).mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
+        optimiser_step(loss, list(autoencoder.parameters()), optimiser, schedule, clip_norm=None)
         if step % 100 == 0 or step == steps - 1:
             log(f"autoencoder step {step}: loss {loss.item():.4f}")
     return autoencoder.eval()
@@ -140,10 +136,7 @@ def pretrain_text_encoder(scenes, steps: int, batch: int, device: str, seed: int
             logits = probe(context[ends]).split(sizes, dim=-1)
             targets = torch.tensor(labels, device=device).repeat_interleave(ends.sum(1), dim=0)
             loss = sum(torch.nn.functional.cross_entropy(l, targets[:, i]) for i, l in enumerate(logits))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
+            optimiser_step(loss, parameters, optimiser, schedule, clip_norm=None)
             if step % 200 == 0 or step == steps - 1:
                 accuracy = torch.stack([l.argmax(-1) == targets[:, i] for i, l in enumerate(logits)]).float().mean()
                 log(f"text encoder step {step}: loss {loss.item():.4f}, probe accuracy {100 * accuracy.item():.1f} %")
@@ -180,7 +173,7 @@ def train_diffusion(scenes, latents: torch.Tensor, text_model, tokens, steps: in
     parameters = list(unet.parameters())
     optimiser = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.03)
-    ema = [p.detach().clone() for p in parameters]
+    average = WeightAverage(parameters)
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     started = time.time()
@@ -200,21 +193,12 @@ def train_diffusion(scenes, latents: torch.Tensor, text_model, tokens, steps: in
         predicted = unet(x_in, timesteps=sampling.timestep(sigmas[t]).float(), context=context)
         weight = torch.clamp(5.0 * sigma.flatten() ** 2, max=1.0)            # min-SNR-5: min(SNR, 5) / SNR
         loss = (weight * (predicted - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimiser.step()
-        schedule.step()
-        decay = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for average, p in zip(ema, parameters):
-                average.lerp_(p.detach(), 1 - decay)
+        optimiser_step(loss, parameters, optimiser, schedule)
+        average.update(step)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 200 == 0 or step == steps - 1:
             log(f"diffusion step {step}: loss {running:.4f} ({time.time() - started:.0f} s)")
-    with torch.no_grad():
-        for average, p in zip(ema, parameters):
-            p.copy_(average)
+    average.copy_to_model()
     return unet.eval()
 
 
@@ -235,22 +219,16 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume-from", type=Path, default=None,
                         help="go on training the UNet of an earlier model file (its autoencoder and text encoder are "
                              "kept as they are)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_run_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = argument_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load_pack(cpu=args.device == "cpu")
+    log = start_run(args.threads, args.device)
     mini = pack_module("testbed.miniature")
     out = args.out or mini.MODEL_FILE
     started = time.time()
-
-    def log(message: str) -> None:
-        print(f"[{time.time() - started:7.1f} s] {message}", flush=True)
 
     scenes, images = render_dataset(args.scenes, args.seed)
     log(f"rendered {len(scenes)} scenes")
@@ -285,20 +263,15 @@ def main(argv: list[str] | None = None) -> None:
                            log, lr=args.lr, noise_offset=args.noise_offset,
                            unet_state=resumed["model"] if resumed else None)
 
-    state = {**{f"model.{k}": v for k, v in unet.state_dict().items()},
-             **{f"clip.clip_l.{k}": v for k, v in text_model.state_dict().items()},
-             **{f"vae.{k}": v for k, v in autoencoder.state_dict().items()}}
-    state = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
-             for k, v in state.items()}
+    parts = {"model": unet.state_dict(), "clip": {f"clip_l.{k}": v for k, v in text_model.state_dict().items()},
+             "vae": autoencoder.state_dict()}
     recipe = {"scenes": args.scenes, "autoencoder_steps": 0 if resumed else args.autoencoder_steps,
               "text_steps": 0 if resumed else args.text_steps, "text_batch": args.text_batch, "steps": args.steps,
               "batch": args.batch, "seed": args.seed, "device": args.device,
               "lr": args.lr, "noise_offset": args.noise_offset, "resumed_from": earlier_recipe,
               "seconds": round(time.time() - started, 1), "autoencoder_error": round(reconstruction, 5),
               "autoencoder_detector_agreement": round(float(kept), 4)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file(state, str(out), metadata={"recipe": json.dumps(recipe)})
-    log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): {json.dumps(recipe)}")
+    write_model_file(out, parts, recipe, log)
 
 
 if __name__ == "__main__":

@@ -98,20 +98,23 @@ def wrap_vae(autoencoder_state: dict[str, torch.Tensor]) -> comfy.sd.VAE:
 
 
 def split_state(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """A model file's tensors by part (``model.``, ``clip.``, ``vae.``), floats in fp32 (others, such as a
+    tokenizer's bytes, as stored)."""
     parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "clip": {}, "vae": {}}
     for key, value in state.items():
         prefix, rest = key.split(".", 1)
-        parts[prefix][rest] = value.float()
+        parts[prefix][rest] = value.float() if value.is_floating_point() else value
     return parts
 
 
-def read_model_file(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+def read_model_file(path: Path, script: str = "scripts/train_miniature.py (about an hour on a 2-core CPU)"
+                    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """The file's weights split by part (``model``, ``clip``, ``vae``) and its metadata (JSON values
-    decoded), in one read."""
+    decoded), in one read; ``script`` is what trains the file again, for the error when it is missing."""
     if not path.is_file():
         raise FileNotFoundError(f"No miniature model at {path}: the pack ships one in models/; restore it "
-                                "(git checkout models/miniature_world.safetensors) or train it again with "
-                                "scripts/train_miniature.py (about an hour on a 2-core CPU; see docs/miniature-world.md).")
+                                f"(git checkout models/{path.name}) or train it again with {script}; see "
+                                "docs/miniature-world.md.")
     with safetensors.safe_open(str(path), framework="pt") as f:
         parts = split_state({key: f.get_tensor(key) for key in f.keys()})
         metadata = f.metadata() or {}

@@ -35,6 +35,17 @@ def test_the_model_file_is_small_and_says_how_it_was_made(pack):
         assert recipe[name] == defaults[name], (name, recipe[name], defaults[name])
 
 
+def test_the_training_script_at_a_few_steps_writes_a_file_the_loader_reads(pack, tmp_path):
+    from scripts.comfy_env import pack_module
+    from scripts.train_miniature import main
+    out = tmp_path / "miniature.safetensors"
+    main(["--out", str(out), "--scenes", "64", "--autoencoder-steps", "2", "--autoencoder-batch", "4", "--text-steps",
+          "2", "--text-batch", "8", "--steps", "2", "--batch", "4"])
+    model, clip, vae, metadata = pack_module("testbed.miniature").load_miniature(out)
+    assert metadata["recipe"]["steps"] == 2 and metadata["recipe"]["resumed_from"] is None
+    assert type(model.model).__name__ == "BaseModel" and vae.downscale_ratio == 2
+
+
 def test_the_original_model_draws_the_prompted_concepts(benchmark):
     """The quality bar: per concept, 2 prompts (naming it and three other attributes) × 6 fixed seeds,
     read by the detector."""

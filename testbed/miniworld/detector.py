@@ -112,6 +112,12 @@ def _style(dark: np.ndarray, interior: np.ndarray) -> str:
 def detect(image: np.ndarray) -> dict[str, str | None]:
     """``{"shape", "colour", "style", "background"}`` of one ``(H, W, 3)`` image in [0, 1]; the first
     three are ``None`` when no shape stands out from the background."""
+    return detect_with_mask(image)[0]
+
+
+def detect_with_mask(image: np.ndarray) -> tuple[dict[str, str | None], np.ndarray]:
+    """:func:`detect` and the shape's pixels (``(H, W)`` bool, empty when no shape stands out): the
+    video detector reads motion and size from them."""
     image = np.asarray(image, dtype=np.float32)
     size = image.shape[0]
     background_value = np.median(image[_border_band(size)], axis=0)
@@ -123,7 +129,7 @@ def detect(image: np.ndarray) -> dict[str, str | None]:
     to_background = np.linalg.norm(image - background_value, axis=2)
     mask = _largest_region(to_background > FOREGROUND_DISTANCE)
     if mask.sum() < MIN_SHAPE_PIXELS:
-        return found
+        return found, np.zeros_like(mask)
     interior = _eroded(mask)
     if interior.sum() < MIN_SHAPE_PIXELS // 2:
         interior = mask
@@ -135,7 +141,7 @@ def detect(image: np.ndarray) -> dict[str, str | None]:
     to_fill = np.minimum(np.linalg.norm(image - bright, axis=2), np.linalg.norm(image - bright * DARK, axis=2))
     mask = _largest_region(to_fill < to_background)
     if mask.sum() < MIN_SHAPE_PIXELS:
-        return {**found, "colour": None}
+        return {**found, "colour": None}, np.zeros_like(mask)
     rows, cols = np.nonzero(mask)
     box = (rows.min(), rows.max(), cols.min(), cols.max())
     scores = {}
@@ -148,7 +154,7 @@ def detect(image: np.ndarray) -> dict[str, str | None]:
         interior = mask
     dark = np.linalg.norm(image - bright * DARK, axis=2) < np.linalg.norm(image - bright, axis=2)
     found["style"] = _style(dark, interior)
-    return found
+    return found, mask
 
 
 def detect_batch(images: np.ndarray) -> list[dict[str, str | None]]:
