@@ -18,16 +18,15 @@
     .venv/bin/python scripts/train_miniature_video.py [--device cuda]
 
 Seeded: the same command on the same machine gives the same file. ``--checkpoints DIR`` keeps each
-finished phase (autoencoder, latents, text encoder) and the DiT's state every ``--checkpoint-every``
-steps in DIR; the same command again picks up where it stopped and ends with the same file as an
-uninterrupted run. ``--resume-from FILE`` instead goes on training the DiT of an earlier model file
+finished phase (autoencoder, latents, text encoder) and the autoencoder's and the DiT's whole state every
+``--checkpoint-every`` steps in DIR; the same command again picks up where it stopped and ends with the
+same file as an uninterrupted run. ``--resume-from FILE`` instead goes on training the DiT of an earlier model file
 (its autoencoder and text encoder are kept) for ``--steps`` more steps.
 """
 from __future__ import annotations
 
 import argparse
 import functools
-import os
 import random
 import sys
 import time
@@ -40,16 +39,10 @@ _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:      # appended: ComfyUI's own top-level `nodes` must win over the pack's folder
     sys.path.append(_REPO)
 from scripts.comfy_env import pack_module  # noqa: E402
-from scripts.training import WeightAverage, add_run_arguments, optimiser_step, start_run, write_model_file  # noqa: E402
+from scripts.training import (LoopCheckpoint, WeightAverage, add_run_arguments, optimiser_step,  # noqa: E402
+                              save_atomically, start_run, write_model_file)  # noqa: E402
 
 TEXT_LENGTH = 512               # ComfyUI's umT5 tokenizer pads every prompt to this many rows
-
-
-def save_atomically(value, path: Path) -> None:
-    """``torch.save`` through a temporary file, so that an interrupted run never leaves half a checkpoint."""
-    partial = path.with_name(path.name + ".partial")
-    torch.save(value, partial)
-    os.replace(partial, path)
 
 
 def cached(path: Path | None, make, log):
@@ -83,15 +76,20 @@ def initial_autoencoder(seed: int) -> torch.nn.Module:
 
 
 def train_autoencoder(steps: int, batch: int, frames: int, device: str, seed: int, log,
-                      lr: float = 1e-3, foreground_weight: float = 4.0) -> torch.nn.Module:
+                      lr: float = 1e-3, foreground_weight: float = 4.0, checkpoint: Path | None = None,
+                      checkpoint_every: int = 500) -> torch.nn.Module:
+    """Wan's autoencoder on clips rendered on the fly; with ``checkpoint``, resumable (see ``LoopCheckpoint``)."""
     from testbed.videoworld.clips import random_clip_scene
     torch.manual_seed(seed)
     autoencoder = initial_autoencoder(seed).to(device).train()
     optimiser = torch.optim.AdamW(autoencoder.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.05)
     rng = random.Random(seed)
+    saved = LoopCheckpoint(checkpoint, checkpoint_every,
+                           {"autoencoder": autoencoder, "optimiser": optimiser, "schedule": schedule}, rng)
     started = time.time()
-    for step in range(steps):
+    for step in range(saved.resume(log), steps):
+        saved.step(step)
         x = clip_batch([random_clip_scene(rng) for _ in range(batch)], frames).to(device)
         z = autoencoder.encode(x)
         noisy = z + 0.05 * z.detach().std() * torch.randn_like(z)      # a decoder that tolerates sampling error
@@ -220,8 +218,7 @@ def train_dit(scenes, latents: torch.Tensor, text_model, rows: PromptRows, steps
               seed: int, log, lr: float = 5e-4, dit_state: dict | None = None, checkpoint: Path | None = None,
               checkpoint_every: int = 500):
     """The DiT, trained from scratch or on from ``dit_state``, on ``latents`` (raw autoencoder latents); with
-    ``checkpoint``, its whole state (weights, optimiser, schedule, average, random streams) is saved there every
-    ``checkpoint_every`` steps and picked up from there, so that a resumed run equals an uninterrupted one."""
+    ``checkpoint``, resumable (see ``LoopCheckpoint``)."""
     from testbed.videoworld.clips import random_prompt
     mini = pack_module("testbed.miniature_video")
     torch.manual_seed(seed)
@@ -246,24 +243,12 @@ def train_dit(scenes, latents: torch.Tensor, text_model, rows: PromptRows, steps
     average = WeightAverage(parameters)
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
+    saved = LoopCheckpoint(checkpoint, checkpoint_every, {"dit": dit, "optimiser": optimiser, "schedule": schedule,
+                                                          "average": average}, rng, generator)
     started = time.time()
     running = None
-    first = 0
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        dit.load_state_dict(state["dit"])
-        optimiser.load_state_dict(state["optimiser"])
-        schedule.load_state_dict(state["schedule"])
-        average.load(state["ema"])
-        rng.setstate(state["rng"])
-        generator.set_state(state["generator"])
-        first, running = state["step"], state["running"]
-        log(f"DiT picked up at step {first} from {checkpoint}")
-    for step in range(first, steps):
-        if checkpoint is not None and step > first and step % checkpoint_every == 0:
-            save_atomically({"dit": dit.state_dict(), "optimiser": optimiser.state_dict(),
-                             "schedule": schedule.state_dict(), "ema": average.tensors, "rng": rng.getstate(),
-                             "generator": generator.get_state(), "step": step, "running": running}, checkpoint)
+    for step in range(saved.resume(log), steps):
+        saved.step(step)
         index = torch.randint(len(latents), (batch,), generator=generator)
         prompts = ["" if rng.random() < 0.1 else random_prompt(rng, scenes[i]) for i in index.tolist()]
         with torch.no_grad():
@@ -302,7 +287,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="a folder for each finished phase and the DiT's state; the same command again goes on "
                              "from there")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="DiT steps between its checkpoints")
+    parser.add_argument("--checkpoint-every", type=int, default=500,
+                        help="steps between the autoencoder's and the DiT's checkpoints")
     add_run_arguments(parser)
     return parser
 
@@ -336,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         def autoencoder_and_latents():
             trained = train_autoencoder(args.autoencoder_steps, args.autoencoder_batch, FRAMES, args.device,
-                                        args.seed + 1, log)
+                                        args.seed + 1, log, checkpoint=phase("autoencoder_training.pt"),
+                                        checkpoint_every=args.checkpoint_every)
             normalised = normalise_latents(trained, encode_all(trained, scenes, FRAMES, args.device))
             return {"autoencoder": trained.state_dict(), "latents": normalised}
         saved = cached(phase("autoencoder.pt"), autoencoder_and_latents, log)

@@ -3,6 +3,8 @@ weights' running average, and the single fp16 model file they write."""
 from __future__ import annotations
 
 import json
+import os
+import random
 import time
 from pathlib import Path
 from typing import Callable
@@ -55,8 +57,11 @@ class WeightAverage:
         for average, p in zip(self.tensors, self.parameters):
             average.lerp_(p.detach(), 1 - decay)
 
+    def state_dict(self) -> list[torch.Tensor]:
+        return self.tensors
+
     @torch.no_grad()
-    def load(self, tensors: list[torch.Tensor]) -> None:
+    def load_state_dict(self, tensors: list[torch.Tensor]) -> None:
         for average, saved in zip(self.tensors, tensors):
             average.copy_(saved)
 
@@ -76,3 +81,45 @@ def write_model_file(out: Path, parts: dict[str, dict[str, torch.Tensor]], recip
     out.parent.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file(state, str(out), metadata={"recipe": json.dumps(recipe)})
     log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): {json.dumps(recipe)}")
+
+
+class LoopCheckpoint:
+    """A training loop's whole state (its objects' ``state_dict``, the step, the random streams: Python's, the
+    loop's torch generator and torch's global one) saved at ``path`` every ``every`` steps and restored from it,
+    so that a loop started again from its checkpoint ends exactly as one that was never stopped."""
+
+    def __init__(self, path: Path | None, every: int, objects: dict, rng: random.Random,
+                 generator: torch.Generator | None = None):
+        self.path, self.every, self.objects, self.rng, self.generator = path, every, objects, rng, generator
+        self.first = 0
+
+    def resume(self, log: Callable[[str], None]) -> int:
+        """The step to start from (0 without a checkpoint); restores everything else."""
+        if self.path is None or not self.path.is_file():
+            return 0
+        state = torch.load(self.path, weights_only=False)
+        for name, target in self.objects.items():
+            target.load_state_dict(state[name])
+        self.rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.generator is not None:
+            self.generator.set_state(state["generator"])
+        self.first = state["step"]
+        log(f"picked up at step {self.first} from {self.path}")
+        return self.first
+
+    def step(self, step: int) -> None:
+        """Call at the top of each step: saves the state as it is before ``step`` when it is time."""
+        if self.path is None or step == self.first or step % self.every:
+            return
+        state = {name: target.state_dict() for name, target in self.objects.items()}
+        state.update(step=step, rng=self.rng.getstate(), torch_rng=torch.get_rng_state(),
+                     generator=None if self.generator is None else self.generator.get_state())
+        save_atomically(state, self.path)
+
+
+def save_atomically(value, path: Path) -> None:
+    """``torch.save`` through a temporary file, so that an interrupted run never leaves half a checkpoint."""
+    partial = path.with_name(path.name + ".partial")
+    torch.save(value, partial)
+    os.replace(partial, path)

@@ -123,7 +123,7 @@ def test_latent_normalisation_is_exact_and_reaches_wans_statistics(video, traine
     torch.testing.assert_close(mapped.std(dim=(0, 2, 3, 4)), fmt.latents_std.flatten(), atol=1e-4, rtol=1e-4)
 
 
-TINY_RUN = ["--clips", "16", "--autoencoder-steps", "2", "--autoencoder-batch", "2", "--text-steps", "2",
+TINY_RUN = ["--clips", "16", "--autoencoder-steps", "4", "--autoencoder-batch", "2", "--text-steps", "2",
             "--text-batch", "8", "--steps", "4", "--batch", "4"]
 
 
@@ -152,18 +152,29 @@ def test_a_short_training_run_writes_a_model_comfyui_samples_and_decodes(video, 
 
 
 def test_an_interrupted_training_run_ends_as_an_uninterrupted_one(trainer, tiny_run, tmp_path):
-    """With ``--checkpoints``, the same command again picks up each finished phase and the DiT's last saved step
-    (here step 2 of 4) and writes the same weights as a run that was never stopped."""
+    """With ``--checkpoints``, the same command again picks up each finished phase, or the autoencoder's or the
+    DiT's last saved step (here step 2 of 4), and writes the same weights as a run that was never stopped."""
     import safetensors.torch
-    resumed, checkpoints = tmp_path / "resumed.safetensors", tmp_path / "ckpt"
+    checkpoints = tmp_path / "ckpt"
     resumable = [*TINY_RUN, "--checkpoints", str(checkpoints), "--checkpoint-every", "2"]
-    trainer.main(["--out", str(tmp_path / "first.safetensors"), *resumable])
-    assert {p.name for p in checkpoints.iterdir()} == {"autoencoder.pt", "text_encoder.pt", "dit.pt"}
+    expected = safetensors.torch.load_file(str(tiny_run))
+
+    def run_again(name: str) -> None:
+        out = tmp_path / name
+        trainer.main(["--out", str(out), *resumable])
+        got = safetensors.torch.load_file(str(out))
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) for k in expected), name
+
+    run_again("first.safetensors")
+    assert {p.name for p in checkpoints.iterdir()} == {"autoencoder_training.pt", "autoencoder.pt",
+                                                       "text_encoder.pt", "dit.pt"}
     assert torch.load(checkpoints / "dit.pt", weights_only=False)["step"] == 2
-    trainer.main(["--out", str(resumed), *resumable])          # starts again from the checkpoints
-    expected, got = safetensors.torch.load_file(str(tiny_run)), safetensors.torch.load_file(str(resumed))
-    assert expected.keys() == got.keys()
-    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert torch.load(checkpoints / "autoencoder_training.pt", weights_only=False)["step"] == 2
+    run_again("from_the_dit_step.safetensors")                  # phases done, the DiT from its step 2
+    for later in ("autoencoder.pt", "text_encoder.pt", "dit.pt"):
+        (checkpoints / later).unlink()
+    run_again("from_the_autoencoder_step.safetensors")          # stopped in the autoencoder's step 2
 
 
 def test_the_benchmark_runs_the_erasure_nodes_on_the_video_world(tiny_run):
