@@ -52,7 +52,8 @@ class World:
     neighbours: dict[str, str]
     prompt_for: Callable[..., str]
     detect: Callable[[np.ndarray], dict[str, str | None]]      # one picture, or one clip
-    model_module: str                 # the testbed module with the model's loader and latent shape
+    model_module: str                 # the testbed module with the model file, its loader and LATENT_SHAPE
+    loader: str                       # the module's function that gives (MODEL, CLIP, VAE, metadata) of a file
     erase_templates: str              # what the erasure methods are given: the concept alone and in the world's phrasing
     neutral_prompts: tuple[str, ...]  # the refusal vector's neutral prompts
     tasks: Tasks = field(default_factory=dict)
@@ -83,26 +84,25 @@ class World:
 
     def load(self, model_file: Path | None = None):
         """``(MODEL, CLIP, VAE)`` of the world's trained model (default: the pack's committed file)."""
-        from scripts.comfy_env import pack_module
-        module = pack_module(self.model_module)
-        loader = module.load_miniature if self.name == "image" else module.load_miniature_video
-        model, clip, vae, _ = loader(model_file or module.MODEL_FILE)
+        module = self._module()
+        model, clip, vae, _ = getattr(module, self.loader)(model_file or module.MODEL_FILE)
         return model, clip, vae
 
     def latent_shape(self) -> tuple[int, ...]:
+        return tuple(self._module().LATENT_SHAPE)
+
+    def _module(self):
         from scripts.comfy_env import pack_module
-        module = pack_module(self.model_module)
-        if self.name == "image":
-            return (4, module.LATENT_SIZE, module.LATENT_SIZE)
-        return module.LATENT_SHAPE
+        return pack_module(self.model_module)
 
 
 IMAGE = World("image", image_scenes.VOCABULARY, image_scenes.TEMPLATES, image_scenes.NEIGHBOURS, image_scenes.prompt_for,
-              image_detector.detect, "testbed.miniature", "{}\na {} shape\na drawing of a {} shape",
+              image_detector.detect, "testbed.miniature", "load_miniature", "{}\na {} shape\na drawing of a {} shape",
               ("a shape", "a drawing of a shape", "a shape on a background"), IMAGE_TASKS)
 # The learned attacks and the LoRA fine-tune are written for the image world's CLIP and pictures; the word search
 # applies to any world.
 VIDEO = World("video", video_clips.VOCABULARY, video_clips.TEMPLATES, video_clips.NEIGHBOURS, video_clips.prompt_for,
-              video_detector.detect_clip, "testbed.miniature_video", "{}\na {} shape\na video of a {} shape",
+              video_detector.detect_clip, "testbed.miniature_video", "load_miniature_video",
+              "{}\na {} shape\na video of a {} shape",
               ("a shape", "a video of a shape", "a shape on a background"), VIDEO_TASKS, attacks=("word search",))
 WORLDS = {world.name: world for world in (IMAGE, VIDEO)}

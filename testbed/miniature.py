@@ -26,6 +26,7 @@ MODEL_FILE = Path(__file__).resolve().parents[1] / "models" / "miniature_world.s
 LATENT_SIZE = 16                   # latents per side; 128×128 in an Empty Latent Image
 VAE_FACTOR = 2                     # pixels per latent per side
 IMAGE_SIZE = LATENT_SIZE * VAE_FACTOR
+LATENT_SHAPE = (4, LATENT_SIZE, LATENT_SIZE)     # channels, height, width
 
 UNET_CONFIG = {
     "use_checkpoint": False, "image_size": LATENT_SIZE, "in_channels": 4, "out_channels": 4,
