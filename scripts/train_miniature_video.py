@@ -82,7 +82,8 @@ def train_autoencoder(steps: int, batch: int, frames: int, device: str, seed: in
     from testbed.videoworld.clips import random_clip_scene
     torch.manual_seed(seed)
     autoencoder = initial_autoencoder(seed).to(device).train()
-    optimiser = torch.optim.AdamW(autoencoder.parameters(), lr=lr, weight_decay=0.0)
+    parameters = list(autoencoder.parameters())
+    optimiser = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.05)
     rng = random.Random(seed)
     saved = LoopCheckpoint(checkpoint, checkpoint_every,
@@ -100,7 +101,7 @@ def train_autoencoder(steps: int, batch: int, frames: int, device: str, seed: in
         weight = 1 + foreground_weight * shape
         error = reconstruction - x
         loss = (weight * (error.abs() + error.pow(2))).mean() / weight.mean() + 1e-4 * z.pow(2).mean()
-        optimiser_step(loss, list(autoencoder.parameters()), optimiser, schedule)
+        optimiser_step(loss, parameters, optimiser, schedule)
         if step % 100 == 0 or step == steps - 1:
             log(f"autoencoder step {step}: loss {loss.item():.4f} ({time.time() - started:.0f} s)")
     return autoencoder.eval()
