@@ -259,6 +259,7 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
         t_node, spread_node, (patched, _) = timed(
             lambda: erase_cure.erase_concepts(model, clip, FORGET, RETAIN), device, repeats)
         row("whole node (encode + edit + measures + patch)", t_node, spread_node)
+        print(f"   whole node / encoding: {t_node / t_encode:.3f} (issue 13's target: at most 1.15)")
         t_robust, spread_robust, _ = timed(
             lambda: erase_cure.erase_concepts(model, clip, FORGET, RETAIN, robust_contexts=ROBUST_CONTEXTS),
             device, repeats)
