@@ -16,7 +16,7 @@ from .spectral import LowRankEraser, principal_rows
 # energy (see :func:`row_sketch`): the energy removed moves by a fraction of a point, the retained outputs' movement
 # by a few per cent of itself (tested on rows as flat as a random-weight encoder's). A trained
 # encoder's concept rows need a few components for it; a random-weight encoder's, a sixth of its rows (at 99.9 %
-# it took a third, and the figures cost a tenth of the SD1.5 node's time: issue 13's speed target).
+# it took a third, and measuring the figures was most of what the SD1.5 node added to its encoding).
 SKETCH_ENERGY = 0.99
 
 

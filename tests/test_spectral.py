@@ -168,10 +168,10 @@ def test_edit_layer_applies_w_times_i_minus_p_dis():
     assert edit.weight_change == pytest.approx(float((edited - weight).norm() / weight.norm()), rel=1e-9)
 
 
-def test_the_reports_figures_on_the_row_sketch_are_within_a_point_of_every_rows():
+def test_the_reports_figures_on_the_row_sketch_stay_close_to_every_rows():
     """The node measures the per-layer figures on :func:`row_sketch` (the rows' principal components holding
-    ``SKETCH_ENERGY`` of their energy) instead of every row: on rows as flat as a random-weight encoder gives (a
-    hundred rows, full rank, slowly falling spectrum), the energy removed moves by less than a fifth of a point and
+    ``SKETCH_ENERGY`` of their energy) instead of every row: on rows as flat as a random-weight encoder gives (300
+    rows, full rank, slowly falling spectrum), the energy removed moves by less than a fifth of a point and
     the retained outputs' movement by less than a tenth of itself (a sketch of 90 % moves them by 0.7 points and
     19 %)."""
     from cure_core.edit import SKETCH_ENERGY, row_sketch
@@ -185,7 +185,7 @@ def test_the_reports_figures_on_the_row_sketch_are_within_a_point_of_every_rows(
     exact = edit_layer("w", weight, eraser, forget, retain)
     sketched = edit_layer("w", weight, eraser, row_sketch(forget), row_sketch(retain))
     assert row_sketch(forget).shape[0] < width                  # the sketch is smaller than the rows' rank
-    assert SKETCH_ENERGY >= 0.99
+    assert SKETCH_ENERGY >= 0.99                                # lowering it needs this test's bounds re-measured
     assert abs(sketched.forget_removed - exact.forget_removed) < 0.002, (sketched, exact)
     assert abs(sketched.retain_change - exact.retain_change) < 0.1 * exact.retain_change, (sketched, exact)
     assert sketched.weight_change == exact.weight_change
