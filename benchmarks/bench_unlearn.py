@@ -4,7 +4,7 @@ Prints, for the trained miniature model (SD1-style UNet, 16x16 latent) and a tin
 8x8 latent, 2 latent frames): the whole node's time divided by its iterations (median of the runs) and the
 process's peak resident memory after training (the models included).
 
-    .venv/bin/python benchmarks/bench_unlearn.py [--iterations 20] [--repeats 3]
+    .venv/bin/python benchmarks/bench_unlearn.py [--iterations 20] [--repeats 3] [--localise-weight 5]
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--localise-weight", type=float, default=0.0,
+                        help="the node's localise_weight (> 0: each iteration also reads the concept's cross-attention)")
     args = parser.parse_args(argv)
     load_pack()
     unlearning = pack_module("comfy_glue.unlearning")
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         per_iteration = []
         for repeat in range(args.repeats):
             started = time.perf_counter()
-            unlearning.unlearn_concept(model, clip, concept, iterations=args.iterations, seed=repeat, **options)
+            unlearning.unlearn_concept(model, clip, concept, iterations=args.iterations, seed=repeat,
+                                       localise_weight=args.localise_weight, **options)
             per_iteration.append((time.perf_counter() - started) / args.iterations)
         print(f"{name}: {statistics.median(per_iteration) * 1000:.0f} ms per iteration "
               f"(median of {args.repeats} runs of {args.iterations}; min {min(per_iteration) * 1000:.0f}, "

@@ -24,9 +24,10 @@ from ..cure_core.concepts import check_templates, parse_concepts
 from ..cure_core.checks import check_choice, check_disjoint
 from ..cure_core.edit import LayerEdit
 from ..cure_core.families import Family
-from ..cure_core.unlearning import (DEFAULT_ETA, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE, METHOD, UnlearnSettings,
-                                    concept_prompts, unlearn)
+from ..cure_core.unlearning import (DEFAULT_ETA, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE, DEFAULT_LOCALISE_WEIGHT,
+                                    METHOD, UnlearnSettings, concept_prompts, unlearn)
 from .denoiser_activations import empty_latent
+from .encoding import active_segments, locate_concept
 from .family import detect_family
 from .patching import patched_clone
 from .spectrum_chart import image_tensor
@@ -79,21 +80,93 @@ class _ComfyDenoiser:
     """:class:`cure_core.unlearning.Denoiser` over the model wrapper a ComfyUI guider hands its sampler."""
 
     def __init__(self, model_wrap, extra_args: dict, noise: torch.Tensor, sigmas: torch.Tensor,
-                 adapters: list[_SwitchableLoRA]):
+                 adapters: list[_SwitchableLoRA], concept_tokens: dict[str, list[int]] | None = None):
         self.model_wrap, self.model_options = model_wrap, extra_args["model_options"]
         self.noise, self.sigmas, self.adapters = noise, sigmas, adapters
         self.sampling = model_wrap.inner_model.model_sampling
+        self.concept_tokens = concept_tokens or {}
 
     def start(self, generator: torch.Generator) -> torch.Tensor:
         noise = torch.randn(self.noise.shape, generator=generator).to(self.noise)
         return self.sampling.noise_scaling(self.sigmas[0], noise, torch.zeros_like(noise), True)
 
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, prompts, adapted: bool) -> list[torch.Tensor]:
+        return self.predict_with(x, sigma, prompts, adapted, self.model_options)
+
+    def concept_attention(self, x: torch.Tensor, sigma: torch.Tensor, prompt: str) -> torch.Tensor | None:
+        tokens = self.concept_tokens.get(prompt)
+        if not tokens:
+            return None
+        maps: list[torch.Tensor] = []
+        text_tokens = self.model_wrap.conds[_cond_name(prompt)][0]["cross_attn"].shape[1]
+        transformer_options = {**self.model_options.get("transformer_options", {}),
+                               "optimized_attention_override": _AttentionCapture(tokens, text_tokens, maps)}
+        self.predict_with(x, sigma, [prompt], False, {**self.model_options, "transformer_options": transformer_options})
+        grids = [grid for grid in (_on_latent_grid(m, x) for m in maps) if grid is not None]
+        if not grids:
+            raise ValueError("Localisation needs the denoiser's cross-attention from image to text tokens, and this "
+                             "model has none (it attends to text and image tokens jointly, like Flux and SD3): set "
+                             "localise_weight to 0.")
+        return torch.stack(grids).mean(0)
+
+    def predict_with(self, x, sigma, prompts, adapted: bool, model_options: dict) -> list[torch.Tensor]:
         for adapter in self.adapters:
             adapter.enabled = adapted
         conds = [self.model_wrap.conds[_cond_name(p)] for p in prompts]
         return comfy.samplers.calc_cond_batch(self.model_wrap.inner_model, conds, x, sigma.reshape(1).to(x),
-                                              self.model_options)
+                                              model_options)
+
+
+class _AttentionCapture:
+    """An attention override (ComfyUI's ``optimized_attention_override``) that computes attention as usual and
+    keeps, for every cross-attention from image tokens to the text (``text_tokens`` keys, fewer or more than the
+    queries), the attention to ``tokens`` (mean over heads and tokens; ``[batch, image tokens]``). Other attention
+    (self-attention, joint attention, image-prompt keys) is passed through."""
+
+    def __init__(self, tokens: list[int], text_tokens: int, maps: list[torch.Tensor]):
+        self.tokens, self.text_tokens, self.maps = tokens, text_tokens, maps
+
+    def __call__(self, attention, q, k, v, heads, *args, skip_reshape=False, **kwargs):
+        if skip_reshape:                      # [batch, heads, tokens, dim]
+            queries, keys = q, k
+        else:                                 # [batch, tokens, heads · dim]
+            queries, keys = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k))
+        if keys.shape[-2] == self.text_tokens != queries.shape[-2]:
+            scores = (queries.float() @ keys.float().transpose(-1, -2)) * queries.shape[-1] ** -0.5
+            self.maps.append(scores.softmax(-1)[..., self.tokens].mean(dim=(1, 3)))
+        return attention(q, k, v, heads, *args, skip_reshape=skip_reshape, **kwargs)
+
+
+def _on_latent_grid(attention: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    """A ``[batch, image tokens]`` map as ``[batch, 1, (frames,) height, width]`` on the latent ``x`` (each token
+    covers an ``s × s`` patch of every latent frame, ``s`` from the token count), or None if it does not tile it."""
+    frames = x.shape[2] if x.ndim == 5 else 1
+    height, width = x.shape[-2:]
+    scale = round((frames * height * width / attention.shape[1]) ** 0.5)
+    tiles = scale >= 1 and not height % scale and not width % scale
+    if not tiles or frames * (height // scale) * (width // scale) != attention.shape[1]:
+        return None
+    grid = attention.reshape(attention.shape[0], 1, frames, height // scale, width // scale)
+    grid = grid.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1).to(x.dtype)
+    return grid if x.ndim == 5 else grid[:, :, 0]
+
+
+def concept_token_positions(clip, family: Family, concepts: list[str], templates,
+                            extra: list[str]) -> dict[str, list[int]]:
+    """Per training prompt, where its concept's tokens are among the text rows the denoiser attends to (the first
+    text encoder's rows, which the context starts with); the user's own prompts by the first concept they contain."""
+    segment = active_segments(clip, family.segments)[0]
+    positions = {}
+    written = [(template.format(c), c, *template.split("{}")) for c in concepts for template in templates]
+    for prompt in extra:
+        concept = next((c for c in concepts if c.lower() in prompt.lower()), None)
+        if concept is not None:
+            start = prompt.lower().index(concept.lower())
+            written.append((prompt, concept, prompt[:start], prompt[start + len(concept):]))
+    for prompt, concept, prefix, suffix in written:
+        if prompt not in positions:
+            positions[prompt] = locate_concept(clip, concept, prefix, suffix, [segment])[1][segment.tokens].concept
+    return positions
 
 
 def _cond_name(prompt: str) -> str:
@@ -116,7 +189,8 @@ def unlearn_concept(model, clip, concepts_text: str, keep_text: str = "", prompt
                     templates_text: str = "", eta: float = DEFAULT_ETA, iterations: int = DEFAULT_ITERATIONS,
                     learning_rate: float = DEFAULT_LEARNING_RATE,
                     rank: int = 4, preserve_weight: float = 1.0, guidance: float = 5.0, layers: str = ATTENTION,
-                    latent_size: int = 64, latent_frames: int = 1, seed: int = 0):
+                    latent_size: int = 64, latent_frames: int = 1, seed: int = 0,
+                    localise_weight: float = DEFAULT_LOCALISE_WEIGHT):
     """Everything the node does, as a function: ``(patched clone, report, loss curve IMAGE)``."""
     concepts = parse_concepts(concepts_text)
     if not concepts:
@@ -125,7 +199,8 @@ def unlearn_concept(model, clip, concepts_text: str, keep_text: str = "", prompt
     check_disjoint(concepts, keep, "unlearned", "kept")
     templates = check_templates(parse_concepts(templates_text) or ["{}"])
     settings = UnlearnSettings(eta=eta, iterations=iterations, learning_rate=learning_rate,
-                               preserve_weight=preserve_weight, guidance=guidance, seed=seed).checked()
+                               preserve_weight=preserve_weight, guidance=guidance, seed=seed,
+                               localise_weight=localise_weight).checked()
     if not (isinstance(rank, int) and 1 <= rank <= 1024):
         raise ValueError(f"rank must be a whole number from 1 to 1024 (got {rank!r}).")
     if not (4 <= latent_size <= 512 and 1 <= latent_frames <= 64):
@@ -136,6 +211,8 @@ def unlearn_concept(model, clip, concepts_text: str, keep_text: str = "", prompt
         raise ValueError(f"No {layers} found in this {family.name} model; choose the other layers option.")
     prompts = concept_prompts(concepts, templates, parse_concepts(prompts_text))
     keep_prompts = [template.format(k) for k in keep for template in templates]
+    concept_tokens = (concept_token_positions(clip, family, concepts, templates, parse_concepts(prompts_text))
+                      if settings.localise_weight > 0 else {})
 
     training = model.clone()
     adapters: dict[str, _SwitchableLoRA] = {}
@@ -148,7 +225,7 @@ def unlearn_concept(model, clip, concepts_text: str, keep_text: str = "", prompt
 
     def train(model_wrap, schedule, extra_args, noise):
         _replace_inference_tensors(training.model.diffusion_model)
-        denoiser = _ComfyDenoiser(model_wrap, extra_args, noise, schedule, list(adapters.values()))
+        denoiser = _ComfyDenoiser(model_wrap, extra_args, noise, schedule, list(adapters.values()), concept_tokens)
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_copy_activation, _unpack):
             losses.extend(unlearn(denoiser, parameters, prompts, keep_prompts, schedule.float(), settings,
                                   on_iteration))
@@ -183,7 +260,8 @@ def unlearn_concept(model, clip, concepts_text: str, keep_text: str = "", prompt
               "templates": "\n".join(templates), "prompts": prompts_text.strip(), "eta": f"{eta:g}",
               "iterations": str(iterations), "learning_rate": f"{learning_rate:g}", "rank": str(rank),
               "preserve_weight": f"{preserve_weight:g}", "guidance": f"{guidance:g}", "layers": layers,
-              "latent": f"{latent_size}x{latent_size}x{latent_frames}", "seed": str(seed)}
+              "latent": f"{latent_size}x{latent_size}x{latent_frames}", "seed": str(seed),
+              "localise_weight": f"{localise_weight:g}"}
     patched = patched_clone(model, edits, 1.0, recipe)
     report = _report(family.name, concepts, keep, prompts, edits, losses, settings, layers)
     return patched, report, loss_curve_image(losses)
@@ -232,7 +310,8 @@ def _report(family: str, concepts, keep, prompts, edits: list[LayerEdit], losses
     return "\n".join([
         f"{METHOD} on {family}: unlearned {', '.join(concepts)}; kept {', '.join(keep) if keep else 'nothing'}",
         f"{len(prompts)} concept prompt(s), eta {settings.eta:g}, {settings.iterations} iterations at learning rate "
-        f"{settings.learning_rate:g}, keep weight {settings.preserve_weight:g}, seed {settings.seed}",
+        f"{settings.learning_rate:g}, keep weight {settings.preserve_weight:g}, localisation weight "
+        f"{settings.localise_weight:g}, seed {settings.seed}",
         f"LoRA on {len(edits)} {layers} (rank {edits[0].up.shape[1]}); patches hold "
         f"{sum(e.numel for e in edits) * 4 / 2**20:.2f} MiB",
         f"Loss (mean of the first and last tenth): {first:.4g} -> {last:.4g}",

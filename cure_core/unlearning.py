@@ -4,7 +4,9 @@ The base model stays frozen; an adapter is trained so that the adapted model's p
 prompt ``c`` matches the base model's prediction *guided away* from it,
 ``v⁻ = v(x_t, ∅) − η (v(x_t, c) − v(x_t, ∅))``, at states ``x_t`` the current adapted model reaches when it
 samples ``c`` from noise and stops at a random step (the ESD recipe: no data set). Prompts to keep are held to
-the base model's prediction at the same states.
+the base model's prediction at the same states. With localisation (the paper's), the adapter's change to the
+concept prompt's prediction is also held to zero outside the concept's region: where the frozen model's
+cross-attention to the concept's tokens stays below a tenth of its range (:func:`concept_mask`).
 
 The target is linear in the prediction, so it is the same whether a model predicts noise (eps), velocity (flow)
 or the clean sample: this module works on clean-sample (``x0``) predictions, as ComfyUI's models return them,
@@ -29,6 +31,10 @@ DEFAULT_LEARNING_RATE = 1e-2
 DEFAULT_ITERATIONS = 200
 MAX_ITERATIONS = 10_000
 # What the concept prompts are written through, besides the concept alone ("{}").
+# The paper's localisation: the concept tokens' cross-attention, min-max normalised per frame, is the concept's region
+# where it reaches this share of its range; the adapter's change outside it is penalised.
+MASK_THRESHOLD = 0.1
+DEFAULT_LOCALISE_WEIGHT = 0.0
 DEFAULT_TEMPLATES = ("{}", "a photo of {}", "a picture of {}", "an image showing {}", "a detailed scene with {}",
                      "{}, high quality")
 
@@ -39,6 +45,11 @@ class Denoiser(Protocol):
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, prompts: Sequence[str], adapted: bool) -> list[torch.Tensor]:
         """The clean-sample predictions for each of ``prompts`` at noise level ``sigma``, with or without the
         adapter (one batched call where the model allows)."""
+
+    def concept_attention(self, x: torch.Tensor, sigma: torch.Tensor, prompt: str) -> torch.Tensor | None:
+        """The frozen model's cross-attention to the prompt's concept tokens on the latent grid (averaged over heads,
+        tokens and layers; shaped to broadcast against ``x``, one map per latent frame), or None where the prompt
+        does not contain a concept the denoiser can locate."""
 
     def start(self, generator: torch.Generator) -> torch.Tensor:
         """A pure-noise state at the schedule's first sigma, drawn from ``generator``."""
@@ -51,13 +62,14 @@ class UnlearnSettings:
     learning_rate: float = DEFAULT_LEARNING_RATE
     preserve_weight: float = 1.0        # weight of the keep prompts' loss
     guidance: float = 5.0               # CFG scale of the sampling that produces x_t
+    localise_weight: float = DEFAULT_LOCALISE_WEIGHT     # the adapter's change outside the concept's mask
     grad_clip: float = 1.0              # the paper's gradient clipping
     seed: int = 0
 
     def checked(self) -> "UnlearnSettings":
         """The settings, or a ValueError that says which one is out of range."""
         for name, low, high in (("eta", 0.0, 100.0), ("learning_rate", 1e-8, 1.0), ("preserve_weight", 0.0, 1e4),
-                                ("guidance", 1.0, 100.0), ("grad_clip", 1e-6, 1e6)):
+                                ("localise_weight", 0.0, 1e4), ("guidance", 1.0, 100.0), ("grad_clip", 1e-6, 1e6)):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
                 raise ValueError(f"{name} must be a number from {low:g} to {high:g} (got {value!r}).")
@@ -69,6 +81,16 @@ class UnlearnSettings:
 def negatively_guided_target(uncond: torch.Tensor, cond: torch.Tensor, eta: float) -> torch.Tensor:
     """``v⁻ = v(∅) − η (v(c) − v(∅))``: the unconditional prediction pushed away from the concept."""
     return uncond - eta * (cond - uncond)
+
+
+def concept_mask(attention: torch.Tensor, threshold: float = MASK_THRESHOLD) -> torch.Tensor:
+    """1 where the concept is (its attention at least ``threshold`` of the way from each frame's minimum to its
+    maximum), 0 elsewhere; the frames are the last two dimensions' maps. A flat map (no region stands out) is all 1:
+    nothing is held."""
+    low = attention.amin(dim=(-2, -1), keepdim=True)
+    span = attention.amax(dim=(-2, -1), keepdim=True) - low
+    normalised = (attention - low) / span.clamp_min(1e-12)
+    return torch.where(span > 1e-12, (normalised >= threshold).to(attention.dtype), torch.ones_like(attention))
 
 
 def concept_prompts(concepts: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
@@ -126,6 +148,12 @@ def unlearn(denoiser: Denoiser, parameters: Sequence[torch.nn.Parameter], prompt
             target = negatively_guided_target(uncond, cond, settings.eta)
         prediction, *kept_prediction = denoiser.predict(x, sigma, [prompt, *kept], adapted=True)
         loss = _scaled_mse(prediction, target, sigma)
+        if settings.localise_weight > 0:
+            with torch.no_grad():
+                attention = denoiser.concept_attention(x, sigma, prompt)
+            if attention is not None:   # the adapter's change outside the concept's region, held to zero
+                outside = 1.0 - concept_mask(attention)
+                loss = loss + settings.localise_weight * _scaled_mse(outside * prediction, outside * cond, sigma)
         if kept:
             loss = loss + settings.preserve_weight * _scaled_mse(kept_prediction[0], reference[0], sigma)
         value = float(loss.detach())

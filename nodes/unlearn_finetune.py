@@ -5,8 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..comfy_glue.unlearning import ATTENTION, LAYER_SETS, unlearn_concept
-from ..cure_core.unlearning import (DEFAULT_ETA, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE, DEFAULT_TEMPLATES,
-                                    MAX_ITERATIONS)
+from ..cure_core.unlearning import (DEFAULT_ETA, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE, DEFAULT_LOCALISE_WEIGHT,
+                                    DEFAULT_TEMPLATES, MAX_ITERATIONS)
 from .category import CATEGORY
 
 
@@ -61,6 +61,12 @@ class UnlearnConceptFinetune(io.ComfyNode):
                              tooltip="Video models: latent frames of the training states (Wan: (frames − 1)/4 + 1)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seeds the LoRA's initialisation, the noise and the prompt order."),
+                io.Float.Input("localise_weight", default=DEFAULT_LOCALISE_WEIGHT, min=0.0, max=10000.0, step=0.1,
+                               optional=True,
+                               tooltip="The paper's localisation: weight of the LoRA's change to the concept's "
+                                       "prediction outside the concept's region (where the model's cross-attention "
+                                       "to the concept's words stays under a tenth of its range, per frame). 0: "
+                                       "off. Needs cross-attention (UNets, Wan); Flux and SD3 attend jointly."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched copy of the model with the learned LoRA."),
@@ -72,8 +78,9 @@ class UnlearnConceptFinetune(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, concepts: str, keep_concepts: str, templates: str, extra_prompts: str, eta: float,
                 iterations: int, learning_rate: float, rank: int, keep_weight: float, guidance: float, layers: str,
-                latent_size: int, latent_frames: int, seed: int) -> io.NodeOutput:
+                latent_size: int, latent_frames: int, seed: int,
+                localise_weight: float = DEFAULT_LOCALISE_WEIGHT) -> io.NodeOutput:
         patched, report, curve = unlearn_concept(model, clip, concepts, keep_concepts, extra_prompts, templates, eta,
                                                  iterations, learning_rate, rank, keep_weight, guidance, layers,
-                                                 latent_size, latent_frames, seed)
+                                                 latent_size, latent_frames, seed, localise_weight)
         return io.NodeOutput(patched, report, curve, ui=ui.PreviewText(report))

@@ -6,7 +6,8 @@ import torch
 from conftest import pack_module
 from test_comfy_erase import assert_same_state, loaded_weights, snapshot
 
-from cure_core.unlearning import UnlearnSettings, concept_prompts, negatively_guided_target, unlearn
+from cure_core.unlearning import (UnlearnSettings, concept_mask, concept_prompts, negatively_guided_target,
+                                  unlearn)
 
 
 # ---- the training math, on a toy denoiser --------------------------------------------------------------
@@ -66,9 +67,48 @@ def test_the_same_seed_trains_the_same_adapter():
     assert torch.equal(*results) and results[0].abs().sum() > 0
 
 
+class ToyPicture(ToyDenoiser):
+    """The toy's six outputs as a 2 × 3 picture whose concept attends to the left column only."""
+
+    ATTENTION = torch.tensor([[0.9, 0.02, 0.0], [1.0, 0.05, 0.01]])
+
+    def one(self, x, sigma, prompt, adapted):
+        return super().one(x.reshape(6), sigma, prompt, adapted).reshape(2, 3)
+
+    def start(self, generator):
+        return super().start(generator).reshape(2, 3)
+
+    def concept_attention(self, x, sigma, prompt):
+        return self.ATTENTION if prompt == "cat" else None
+
+
+def test_the_mask_is_where_the_attention_reaches_a_tenth_of_its_range_per_frame():
+    frames = torch.stack([ToyPicture.ATTENTION, 5.0 + 2.0 * ToyPicture.ATTENTION.flip(-1), torch.ones(2, 3)])
+    mask = concept_mask(frames)
+    assert torch.equal(mask[0], torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))
+    assert torch.equal(mask[1], torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))     # its own range, not frame 0's
+    assert torch.equal(mask[2], torch.ones(2, 3))         # no region stands out: nothing is held
+
+
+def test_localisation_holds_the_change_outside_the_concepts_region():
+    def train(weight):
+        toy = ToyPicture(["cat"])
+        unlearn(toy, [toy.up, toy.down], ["cat"], [], torch.linspace(2.0, 0.0, 6),
+                UnlearnSettings(eta=2.0, iterations=300, learning_rate=3e-2, guidance=1.0, localise_weight=weight))
+        x, sigma = torch.randn(2, 3, generator=torch.Generator().manual_seed(7)), torch.tensor(1.0)
+        with torch.no_grad():
+            change = toy.one(x, sigma, "cat", True) - toy.one(x, sigma, "cat", False)
+        return change[:, 0].norm(), change[:, 1:].norm()
+    inside_free, outside_free = train(0.0)
+    inside_held, outside_held = train(10.0)
+    assert outside_held < 0.3 * outside_free, (float(outside_held), float(outside_free))
+    assert inside_held > 0.5 * inside_free, (float(inside_held), float(inside_free))
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(eta=-1.0), "eta"), (dict(eta=float("nan")), "eta"), (dict(iterations=0), "iterations"),
     (dict(learning_rate=0.0), "learning_rate"), (dict(guidance=0.5), "guidance"), (dict(preserve_weight=-1), "preserve"),
+    (dict(localise_weight=-0.5), "localise_weight"),
 ])
 def test_bad_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -183,6 +223,57 @@ def test_bad_input_is_refused_before_anything_changes(kwargs, message, built, un
     with pytest.raises(ValueError, match=message):
         unlearning.unlearn_concept(model, clip, **arguments)
     assert_same_state(before, snapshot(model)) and model.patches == {}
+
+
+@pytest.mark.parametrize("family", ["SD1.x", "Wan 2.1"])
+def test_the_concept_attention_is_a_map_on_the_latent_grid_and_localisation_trains(family, built, unlearning, comfy):
+    model, clip = built(family)
+    before = snapshot(model)
+    positions = unlearning.concept_token_positions(clip, pack_module("comfy_glue.family").detect_family(model),
+                                                   ["Van Gogh"], ["a painting by {}"], [])
+    if family == "SD1.x":
+        assert positions == {"a painting by Van Gogh": [4, 5]}     # start, a, painting, by | van, gogh
+    assert list(positions) == ["a painting by Van Gogh"] and positions["a painting by Van Gogh"]
+    seen = {}
+
+    def probe(model_wrap, sigmas, extra_args, noise):
+        denoiser = unlearning._ComfyDenoiser(model_wrap, extra_args, noise, sigmas, [], positions)
+        x = noise * sigmas[0]
+        with torch.no_grad():
+            seen["map"] = denoiser.concept_attention(x, sigmas[0], "a painting by Van Gogh")
+            seen["none"] = denoiser.concept_attention(x, sigmas[0], "a red apple")
+    run_in_guider(model, clip, ["a painting by Van Gogh", "a red apple"], probe)
+    attention = seen["map"]
+    assert attention.shape == (1, 1, *_latent(model).shape[2:]) and seen["none"] is None
+    assert float(attention.min()) >= 0 and float(attention.max()) <= 1 and float(attention.std()) > 0
+    mask = concept_mask(attention)
+    assert 0 < float(mask.mean()) < 1
+    patched, report, _ = unlearning.unlearn_concept(model, clip, "Van Gogh", **{**FAST, "iterations": 4},
+                                                    localise_weight=2.0)
+    assert "localisation weight 2" in report and patched.patches
+    assert_same_state(before, snapshot(model)) and model.patches == {}
+
+
+def test_localisation_says_why_not_on_a_model_without_cross_attention(built, unlearning):
+    model, clip = built("Flux")
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="jointly.*localise_weight to 0"):
+        unlearning.unlearn_concept(model, clip, "Van Gogh", **FAST, localise_weight=1.0)
+    assert_same_state(before, snapshot(model)) and model.patches == {}
+
+
+def run_in_guider(model, clip, prompts, function):
+    """Call ``function(model_wrap, sigmas, extra_args, noise)`` inside a guider's sampling, as the trainer is."""
+    import comfy.sample
+    import comfy.samplers
+    unlearning = pack_module("comfy_glue.unlearning")
+    conds = {unlearning._cond_name(p): clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in ["", *prompts]}
+    latent = _latent(model)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 4)
+    guider = comfy.samplers.CFGGuider(model)
+    guider.inner_set_conds(conds)
+    guider.sample(comfy.sample.prepare_noise(latent, 0), latent, unlearning._TrainingSampler(function), sigmas,
+                  disable_pbar=True, seed=0)
 
 
 def test_the_learned_lora_saves_and_reloads_with_the_stock_loader(built, unlearning, comfy, tmp_path):
