@@ -20,7 +20,7 @@ import comfy.samplers
 import comfy.utils
 from comfy.weight_adapter import LoRAAdapter
 
-from ..cure_core.concepts import check_templates, parse_concepts
+from ..cure_core.concepts import check_templates, expand, parse_concepts
 from ..cure_core.checks import check_choice, check_disjoint
 from ..cure_core.edit import LayerEdit
 from ..cure_core.families import Family
@@ -156,14 +156,15 @@ def concept_token_positions(clip, family: Family, concepts: list[str], templates
     """Per training prompt, where its concept's tokens are among the text rows the denoiser attends to (the first
     text encoder's rows, which the context starts with); the user's own prompts by the first concept they contain."""
     segment = active_segments(clip, family.segments)[0]
-    positions = {}
-    written = [(template.format(c), c, *template.split("{}")) for c in concepts for template in templates]
+    written = expand(concepts, tuple(templates))                   # (concept, prefix, suffix)
     for prompt in extra:
         concept = next((c for c in concepts if c.lower() in prompt.lower()), None)
         if concept is not None:
             start = prompt.lower().index(concept.lower())
-            written.append((prompt, concept, prompt[:start], prompt[start + len(concept):]))
-    for prompt, concept, prefix, suffix in written:
+            written.append((concept, prompt[:start], prompt[start + len(concept):]))
+    positions = {}
+    for concept, prefix, suffix in written:
+        prompt = prefix + concept + suffix
         if prompt not in positions:
             positions[prompt] = locate_concept(clip, concept, prefix, suffix, [segment])[1][segment.tokens].concept
     return positions
@@ -209,9 +210,10 @@ def unlearn_concept(model, clip, concepts_text: str, keep_text: str = "", prompt
     keys = adapted_layer_keys(model, family, layers)
     if not keys:
         raise ValueError(f"No {layers} found in this {family.name} model; choose the other layers option.")
-    prompts = concept_prompts(concepts, templates, parse_concepts(prompts_text))
+    extra_prompts = parse_concepts(prompts_text)
+    prompts = concept_prompts(concepts, templates, extra_prompts)
     keep_prompts = [template.format(k) for k in keep for template in templates]
-    concept_tokens = (concept_token_positions(clip, family, concepts, templates, parse_concepts(prompts_text))
+    concept_tokens = (concept_token_positions(clip, family, concepts, templates, extra_prompts)
                       if settings.localise_weight > 0 else {})
 
     training = model.clone()

@@ -30,11 +30,11 @@ DEFAULT_ETA = 1.0
 DEFAULT_LEARNING_RATE = 1e-2
 DEFAULT_ITERATIONS = 200
 MAX_ITERATIONS = 10_000
-# What the concept prompts are written through, besides the concept alone ("{}").
 # The paper's localisation: the concept tokens' cross-attention, min-max normalised per frame, is the concept's region
 # where it reaches this share of its range; the adapter's change outside it is penalised.
 MASK_THRESHOLD = 0.1
 DEFAULT_LOCALISE_WEIGHT = 0.0
+# What the concept prompts are written through, besides the concept alone ("{}").
 DEFAULT_TEMPLATES = ("{}", "a photo of {}", "a picture of {}", "an image showing {}", "a detailed scene with {}",
                      "{}, high quality")
 
