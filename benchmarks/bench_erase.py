@@ -200,6 +200,24 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
 
         list_times[count] = timed(build_list_edit, device, max(1, repeats // 2))[:2]
 
+    # The same lists through the node's own steps after encoding (each concept's rows compacted to its spectral
+    # factor, the edit, the report's figures, the patched clone): what a user waits for once the CLIP has run.
+    if encode_for_real:
+        recipe = patching.erasures_on(erase_cure.erase_concepts(model, clip, FORGET, RETAIN)[0])[0].record.recipe
+        erasure_file = pack_module("cure_core.erasure_file")
+        node_times = {}
+        for count in (20, 100):
+            g_list = torch.Generator().manual_seed(count)
+            many = torch.randn(count * forget_counts[0], forget_rows.shape[1], generator=g_list).to(device)
+            concept_set = erasure_file.ConceptRows(tuple(f"concept {i}" for i in range(count)),
+                                                   (forget_counts[0],) * count, many)
+
+            def node_after_encoding():
+                rows = {"forget": erase_cure.compact_rows(model, family_spec, "forget", concept_set, 2.0)}
+                return erase_cure.erase_rows(model, family_spec, keys, rows, recipe)
+
+            node_times[count] = timed(node_after_encoding, device, max(1, repeats // 2))[:2]
+
     # The refusal vector's edit from text embeddings: 5 pairs (86 paired rows, as Wan's encoder gives them)
     # and 12 neutral prompts (280 rows); random rows of the layer's width, encoding excluded.
     refusal = pack_module("cure_core.refusal")
@@ -252,6 +270,8 @@ def bench_family(family: str, device: torch.device, dtype: torch.dtype, repeats:
     row("edit: projector + patch factors", t_edit, spread_edit)
     for count, (median, spread) in list_times.items():
         row(f"edit, {count} concepts ({forget_counts[0]} random rows each)", median, spread)
+    for count, (median, spread) in (node_times.items() if encode_for_real else ()):
+        row(f"node after encoding, {count} concepts", median, spread)
     row("patch: clone + add_patches", t_patch, spread_patch)
     row("refusal vector edit (text source, k=100)", t_refusal, spread_refusal)
     row(f"refusal edit (denoiser source, {len(denoiser_weights)} layers)*", t_denoiser, spread_denoiser)

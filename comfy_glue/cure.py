@@ -11,7 +11,7 @@ import comfy.utils
 
 from ..cure_core.concepts import DEFAULT_ALPHA, TOKEN_SELECTIONS, expand, parse_concepts, parse_templates
 from ..cure_core.checks import check_choice, check_disjoint, check_strength
-from ..cure_core.edit import LayerEdit, edit_layer, format_layer_table, row_sketch
+from ..cure_core.edit import LayerEdit, LayerMeasure, edit_layer, format_layer_table, row_sketch
 from ..cure_core.erasure_file import (CURE_METHOD, ROWS_AS_READ, ConceptRows, number_text, recipe_setting,
                                       row_set_name)
 from ..cure_core.families import LAYER_CHOICES, Family, TextSegment
@@ -184,10 +184,10 @@ def erase_rows(model, family: Family, keys: list[str], rows: dict[str, ConceptRo
             spectra[row_set_name("retain_energy", group)] = eraser.retain_energy
             spectra[row_set_name("retain_gains", group)] = eraser.retain_gains
         # The report's figures depend on the rows only through their Gram matrix: measured on a few rows.
-        forget_sketch = row_sketch(forget_rows)
         retain_sketch = None if retain_rows is None else row_sketch(retain_rows)
+        measure = LayerMeasure(eraser, row_sketch(forget_rows), retain_sketch)
         for key in group_keys:   # one float32 copy of one weight at a time (SDXL has 140 such weights)
-            by_key[key] = edit_layer(key, effective_weight(model, key), eraser, forget_sketch, retain_sketch)
+            by_key[key] = measure.edit(key, effective_weight(model, key))
             progress.update(1)
     skipped = [k for k in keys if k not in by_key]
     edits = [by_key[k] for k in keys if k in by_key]              # state-dict order

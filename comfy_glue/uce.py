@@ -7,7 +7,7 @@ import comfy.utils
 
 from ..cure_core.concepts import CONCEPT_AND_END, expand, parse_concepts, parse_templates
 from ..cure_core.checks import check_disjoint, check_strength
-from ..cure_core.edit import edit_layer, format_layer_table
+from ..cure_core.edit import LayerMeasure, format_layer_table
 from ..cure_core.families import LAYER_CHOICES
 from ..cure_core.uce import uce_eraser
 from .encoding import encode_concept_sets, encode_prompts
@@ -67,10 +67,10 @@ def erase_concepts_uce(model, clip, forget_text: str, preserve_text: str = "", g
     eraser = uce_eraser(forget_rows.to(device), targets.to(device),
                         None if preserve_rows is None else preserve_rows.to(device), lamb, erase_scale, preserve_scale)
     progress = comfy.utils.ProgressBar(len(keys))
+    measure = LayerMeasure(eraser, forget_rows.to(device), None if preserve_rows is None else preserve_rows.to(device))
     edits = []
     for key in keys:
-        edits.append(edit_layer(key, effective_weight(model, key), eraser, forget_rows.to(device),
-                                None if preserve_rows is None else preserve_rows.to(device)))
+        edits.append(measure.edit(key, effective_weight(model, key)))
         progress.update(1)
     recipe = {"method": "UCE", "family": family.name, "forget": "\n".join(forget), "retain": "\n".join(preserve),
               "guide": guide, "concept_kind": kind, "templates": "\n".join(templates), "lamb": f"{lamb:g}",

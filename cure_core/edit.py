@@ -38,48 +38,74 @@ def row_sketch(rows: torch.Tensor, energy: float = SKETCH_ENERGY) -> torch.Tenso
     """A few rows ``B`` with ``BᵀB ≈ EᵀE`` (:func:`~cure_core.spectral.principal_rows` holding ``energy`` of the
     total), so that ``‖E Xᵀ‖`` for any ``X`` is measured on ``B``. Every figure of :func:`edit_layer` depends on
     its rows only through ``EᵀE``: computed once per set of rows, the sketch makes the figures cost a few rows
-    per layer instead of hundreds (a concept contribution is every padded row of every prompt)."""
+    per layer instead of hundreds (a concept contribution is every padded row of every prompt).
+
+    More rows than the width (a long list of concepts): ``EᵀE`` is summed in the rows' own precision (at least
+    float32) and its square root stands in for them. The figures are measured at ``energy`` anyway, and on a CPU
+    a float32 sum over thousands of rows costs half of a float64 one."""
+    if rows.shape[0] > rows.shape[1]:
+        rows = rows.to(torch.promote_types(rows.dtype, torch.float32))          # half precision sums too coarsely
+        eigenvalues, vectors = torch.linalg.eigh((rows.T @ rows).to(torch.float64))
+        positive = eigenvalues > 0
+        rows = eigenvalues[positive].sqrt()[:, None] * vectors[:, positive].T       # orthogonal rows, same EᵀE
     return principal_rows(rows, energy=energy)
 
 
-def _frobenius_of_product(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    """‖up @ down‖_F without forming the product."""
-    return torch.sqrt(((up.T @ up) * (down @ down.T)).sum().clamp_min(0))
+def _frobenius_of_product(up: torch.Tensor, down_gram: torch.Tensor) -> torch.Tensor:
+    """‖up @ down‖_F without forming the product (``down_gram = down @ downᵀ``)."""
+    return torch.sqrt(((up.T @ up) * down_gram).sum().clamp_min(0))
+
+
+class LayerMeasure:
+    """The edits of the layers that read the same rows, with the figures of each: what they share (the rows
+    through the eraser's ``right`` factor, ``right rightᵀ``) is computed once, not once per layer."""
+
+    def __init__(self, eraser: LowRankEraser, forget: torch.Tensor, retain: torch.Tensor | None = None):
+        self.eraser = eraser
+        rows = forget if retain is None else torch.cat([forget, retain.to(forget)])
+        self.rows = rows.to(device=eraser.left.device, dtype=eraser.left.dtype)
+        self.forget_count = forget.shape[0]
+        self.with_retain = retain is not None
+        self.through_right = self.rows @ eraser.right.T              # rows: P's right factor applied to e
+        self.right_gram = eraser.right @ eraser.right.T
+
+    def edit(self, key: str, weight: torch.Tensor, columns: int | None = None) -> LayerEdit:
+        """The update ``W' = W (I − P_dis)`` for one weight ``[out, in]``.
+
+        ``columns`` restricts the edit to the first input columns (a layer whose input is
+        the pooled text vector followed by other features, like SDXL's ``label_emb``).
+        """
+        eraser = self.eraser
+        weight = weight.to(device=eraser.left.device, dtype=eraser.left.dtype)
+        read = weight if columns is None else weight[:, :columns]
+        up, down = eraser.weight_update(read)
+        if columns is not None:
+            padded = torch.zeros(down.shape[0], weight.shape[1], device=down.device, dtype=down.dtype)
+            padded[:, :columns] = down
+            down = padded
+        before = self.rows @ read.T                                 # rows: W e for each embedding
+        delta = self.through_right @ up.T                           # rows: ΔW e
+        count = self.forget_count
+        forget_removed = 1.0 - float((before[:count] + delta[:count]).square().sum()
+                                     / before[:count].square().sum().clamp_min(1e-30))
+        retain_change = None
+        if self.with_retain:
+            retain_change = float(delta[count:].norm() / before[count:].norm().clamp_min(1e-30))
+        weight_change = float(_frobenius_of_product(up, self.right_gram) / weight.norm().clamp_min(1e-30))
+        return LayerEdit(key, up, down, weight_change, forget_removed, retain_change)
 
 
 def edit_layer(key: str, weight: torch.Tensor, eraser: LowRankEraser, forget: torch.Tensor,
                retain: torch.Tensor | None = None, columns: int | None = None) -> LayerEdit:
-    """The update ``W' = W (I − P_dis)`` for one weight ``[out, in]``.
-
-    ``columns`` restricts the edit to the first input columns (a layer whose input is
-    the pooled text vector followed by other features, like SDXL's ``label_emb``).
-    """
-    weight = weight.to(device=eraser.left.device, dtype=eraser.left.dtype)
-    read = weight if columns is None else weight[:, :columns]
-    up, down = eraser.weight_update(read)
-    if columns is not None:
-        padded = torch.zeros(down.shape[0], weight.shape[1], device=down.device, dtype=down.dtype)
-        padded[:, :columns] = down
-        down = padded
-    # Both sets of rows through the weight in one product (the figures' cost: rows × in × out per layer).
-    rows = forget if retain is None else torch.cat([forget, retain.to(forget)])
-    rows = rows.to(device=up.device, dtype=up.dtype)
-    before = rows @ read.T                                      # rows: W e for each embedding
-    delta = (rows @ eraser.right.T) @ up.T                      # rows: ΔW e
-    count = forget.shape[0]
-    forget_removed = 1.0 - float((before[:count] + delta[:count]).square().sum()
-                                 / before[:count].square().sum().clamp_min(1e-30))
-    retain_change = None
-    if retain is not None:
-        retain_change = float(delta[count:].norm() / before[count:].norm().clamp_min(1e-30))
-    weight_change = float(_frobenius_of_product(up, down) / weight.norm().clamp_min(1e-30))
-    return LayerEdit(key, up, down, weight_change, forget_removed, retain_change)
+    """:meth:`LayerMeasure.edit` of one layer."""
+    return LayerMeasure(eraser, forget, retain).edit(key, weight, columns)
 
 
 def edit_layers(weights: Mapping[str, torch.Tensor], eraser: LowRankEraser, forget: torch.Tensor,
                 retain: torch.Tensor | None = None) -> list[LayerEdit]:
-    """:func:`edit_layer` for every weight that reads the same embeddings (``down`` is shared)."""
-    return [edit_layer(key, weight, eraser, forget, retain) for key, weight in weights.items()]
+    """:meth:`LayerMeasure.edit` for every weight that reads the same embeddings (``down`` is shared)."""
+    measure = LayerMeasure(eraser, forget, retain)
+    return [measure.edit(key, weight) for key, weight in weights.items()]
 
 
 def format_layer_table(edits: list[LayerEdit], prefix: str = "diffusion_model.") -> str:

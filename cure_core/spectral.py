@@ -33,6 +33,10 @@ RELATIVE_ENERGY_CUTOFF = 1e-10
 # significant digits), and leaving them out keeps the edit's rank at the concept's strong directions instead
 # of one per row (a concept contribution over 77 padded rows has dozens of directions with a tiny share).
 MIN_GAIN = 1e-3
+# Rows whose pairwise cosines are all below this are taken as orthogonal (their own singular vectors): a spectral
+# factor stored in float32 is orthogonal to about 1e-7, and treating rows at this cosine as orthogonal moves the
+# projector by about as much, far below what MIN_GAIN leaves out. Independent rows of a real encoder are far above it.
+ORTHOGONAL_ROWS = 1e-5
 
 
 def expansion(energy: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -71,16 +75,24 @@ def spectral_basis(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     The thin SVD is taken through the eigendecomposition of the small Gram matrix
     (``n × n`` when ``n ≤ d``, else ``d × d``) in float64: on a GPU that is much faster
     than an SVD of a tall thin matrix, and float64 keeps the small directions exact.
+    Rows that are already orthogonal (a stored :func:`spectral_factor`, as the erase node keeps every
+    concept's rows) are their own singular vectors: their Gram matrix is diagonal and is not decomposed.
     Numerically null directions (duplicates, dependent rows) are dropped.
     """
     e = _check_embeddings(embeddings, "input").to(torch.float64)
     n, d = e.shape
     if n <= d:
-        eigenvalues, vectors = torch.linalg.eigh(e @ e.T)          # vectors: right singular vectors
+        gram = e @ e.T
+        norms = gram.diagonal().clamp_min(0).sqrt()
+        cosines = gram / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(gram.dtype).tiny)
+        if (cosines - torch.diag_embed(cosines.diagonal())).abs().max() <= ORTHOGONAL_ROWS:
+            eigenvalues, vectors = gram.diagonal(), None
+        else:
+            eigenvalues, vectors = torch.linalg.eigh(gram)          # vectors: right singular vectors
         total = eigenvalues.clamp_min(0).sum()
         keep = eigenvalues > RELATIVE_ENERGY_CUTOFF * total
         sigma = eigenvalues[keep].sqrt()
-        basis = (e.T @ vectors[:, keep]) / sigma                  # u_i = Eᵀ v_i / σ_i
+        basis = (e[keep].T if vectors is None else e.T @ vectors[:, keep]) / sigma    # u_i = Eᵀ v_i / σ_i
     else:
         eigenvalues, vectors = torch.linalg.eigh(e.T @ e)
         total = eigenvalues.clamp_min(0).sum()
@@ -317,11 +329,14 @@ def joint_eraser(forget_sets: list[torch.Tensor], retain_sets: list[torch.Tensor
         strongest = torch.linalg.matrix_norm(right, ord=2)            # ‖P‖₂: left is orthonormal
     else:                               # more components than the width (long lists, flat spectra): d × d instead
         forget_gram = forget_factor @ forget_factor.T                             # M_f
-        system = torch.eye(width, dtype=combined.dtype, device=combined.device) + forget_gram
         if retain_sets:
+            system = torch.eye(width, dtype=combined.dtype, device=combined.device) + forget_gram
             system = system + retain_factor @ retain_factor.T                     # + M_r
-        dense = torch.linalg.solve(system, forget_gram).T                         # M_f (I + M_f + M_r)⁻¹
-        u, singular, vh = torch.linalg.svd(dense)
+            u, singular, vh = torch.linalg.svd(torch.linalg.solve(system, forget_gram).T)   # M_f (I + M_f + M_r)⁻¹
+        else:       # M_f (I + M_f)⁻¹ is symmetric: M_f's eigenvectors, each eigenvalue s as s/(1 + s)
+            odds, u = torch.linalg.eigh(forget_gram)
+            odds, u = odds.flip(0).clamp_min(0), u.flip(1)
+            singular, vh = odds / (1.0 + odds), u.T
         kept = singular > singular[0] * 1e-9
         left, right = u[:, kept], singular[kept, None] * vh[kept]
         strongest = singular[0]

@@ -349,9 +349,33 @@ def test_more_components_than_the_width_solve_the_same_operator():
     g = torch.Generator().manual_seed(7)
     for count in (1, 6):                               # 1: k ≤ d (Woodbury), 6 × 12 rows: k > d
         forget = [torch.randn(12, D, generator=g, dtype=torch.float64) for _ in range(count)]
-        retain = [torch.randn(3, D, generator=g, dtype=torch.float64)]
-        m_f, m_r = odds_matrix(forget), odds_matrix(retain)
-        expected = m_f @ torch.linalg.inv(torch.eye(D, dtype=torch.float64) + m_f + m_r)
-        eraser = joint_eraser(forget, retain, dtype=torch.float64)
-        assert torch.allclose(eraser.dense(), expected, atol=1e-9), count
-        assert eraser.rank <= D
+        for retain in ([torch.randn(3, D, generator=g, dtype=torch.float64)], None):   # None: M_f's eigenvectors
+            m_f = odds_matrix(forget)
+            m_r = torch.zeros_like(m_f) if retain is None else odds_matrix(retain)
+            expected = m_f @ torch.linalg.inv(torch.eye(D, dtype=torch.float64) + m_f + m_r)
+            eraser = joint_eraser(forget, retain, dtype=torch.float64)
+            assert torch.allclose(eraser.dense(), expected, atol=1e-9), (count, retain is None)
+            assert eraser.rank <= D
+
+
+def test_orthogonal_rows_are_their_own_basis_without_a_decomposition(monkeypatch):
+    """A stored spectral factor (the erase node keeps each concept's rows as one) is not decomposed again: same
+    shares and projector as the rows it came from. Rows only nearly orthogonal are still decomposed."""
+    from cure_core.spectral import principal_rows
+
+    g = torch.Generator().manual_seed(8)
+    raw = torch.randn(10, D, generator=g, dtype=torch.float64) * torch.linspace(2.0, 0.1, D, dtype=torch.float64)
+    factor = principal_rows(raw)
+    basis, shares = spectral_basis(raw)
+    nearly = factor.clone()
+    nearly[1] += 1e-3 * factor[0] / factor[0].norm() * factor[1].norm()       # cosine 1e-3 with the first row
+    calls, decompose = [], torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda *a, **k: calls.append(1) or decompose(*a, **k))
+    factor_basis, factor_shares = spectral_basis(factor)
+    assert not calls
+    assert torch.allclose(factor_shares, shares, atol=1e-12)
+    assert torch.allclose(factor_basis @ factor_basis.T, basis @ basis.T, atol=1e-10)
+    nearly_basis, nearly_shares = spectral_basis(nearly)
+    assert calls                                       # nearly orthogonal rows are decomposed, and exactly
+    gram = (nearly_basis * nearly_shares * nearly.square().sum()) @ nearly_basis.T
+    assert torch.allclose(gram, nearly.T @ nearly, atol=1e-10)
