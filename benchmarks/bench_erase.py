@@ -4,7 +4,9 @@ Prints, per family (SD1.5, SDXL, SD3.5 Large, Flux.1-dev, Wan 2.1 14B) and devic
   * encode  - 16 concept prompts through the real-size text encoders (random weights); on a CPU the
               4.7 B-parameter T5-XXL of SD3/Flux (5.7 B umT5 of Wan) does not fit, so random token rows
               stand in (Wan's umT5 tokenizer does not ship with ComfyUI: a small one is trained on the fly)
-  * edit    - the edit itself: projector factors + per-layer patch factors (encoding excluded)
+  * edit    - the edit itself: projector factors + per-layer patch factors (encoding excluded); also for
+              lists of 20 and 100 concepts of random rows, and those lists through the node's own steps
+              after encoding (compaction, edit, the report's figures, patched clone; not for the T5 families)
   * patch   - clone + add_patches on the ComfyUI MODEL
   * refusal - the refusal-vector edit from text embeddings (cPCA + factors; encoding excluded), and
               from denoiser activations (* random activations of the captured size, the node's measured
