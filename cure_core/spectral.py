@@ -69,23 +69,20 @@ def _check_embeddings(embeddings: torch.Tensor, name: str) -> torch.Tensor:
     return embeddings
 
 
-def spectral_basis(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthonormal basis ``U [d, k]`` of the span of the rows and their energy shares ``r [k]``.
+def _orthogonal(gram: torch.Tensor) -> bool:
+    """Whether rows with this Gram matrix are orthogonal (every pairwise cosine at most ``ORTHOGONAL_ROWS``)."""
+    norms = gram.diagonal().clamp_min(0).sqrt()
+    cosines = gram / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(gram.dtype).tiny)
+    return bool((cosines - torch.diag_embed(cosines.diagonal())).abs().max() <= ORTHOGONAL_ROWS)
 
-    The thin SVD is taken through the eigendecomposition of the small Gram matrix
-    (``n × n`` when ``n ≤ d``, else ``d × d``) in float64: on a GPU that is much faster
-    than an SVD of a tall thin matrix, and float64 keeps the small directions exact.
-    Rows that are already orthogonal (a stored :func:`spectral_factor`, as the erase node keeps every
-    concept's rows) are their own singular vectors: their Gram matrix is diagonal and is not decomposed.
-    Numerically null directions (duplicates, dependent rows) are dropped.
-    """
-    e = _check_embeddings(embeddings, "input").to(torch.float64)
+
+def _spectrum(e: torch.Tensor, gram: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`spectral_basis` of checked float64 rows ``e`` (``gram = e eᵀ`` when already computed), with the
+    rows' total energy."""
     n, d = e.shape
     if n <= d:
-        gram = e @ e.T
-        norms = gram.diagonal().clamp_min(0).sqrt()
-        cosines = gram / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(gram.dtype).tiny)
-        if (cosines - torch.diag_embed(cosines.diagonal())).abs().max() <= ORTHOGONAL_ROWS:
+        gram = e @ e.T if gram is None else gram
+        if _orthogonal(gram):
             eigenvalues, vectors = gram.diagonal(), None
         else:
             eigenvalues, vectors = torch.linalg.eigh(gram)          # vectors: right singular vectors
@@ -102,21 +99,44 @@ def spectral_basis(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         raise ValueError("All embeddings are zero: there is no concept direction to erase.")
     energy = eigenvalues[keep] / total
     order = torch.argsort(energy, descending=True)
-    return basis[:, order], energy[order]
+    return basis[:, order], energy[order], total
+
+
+def spectral_basis(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthonormal basis ``U [d, k]`` of the span of the rows and their energy shares ``r [k]``.
+
+    The thin SVD is taken through the eigendecomposition of the small Gram matrix
+    (``n × n`` when ``n ≤ d``, else ``d × d``) in float64: on a GPU that is much faster
+    than an SVD of a tall thin matrix, and float64 keeps the small directions exact.
+    Rows that are already orthogonal (a stored :func:`spectral_factor`, as the erase node keeps every
+    concept's rows) are their own singular vectors: their Gram matrix is diagonal and is not decomposed.
+    Numerically null directions (duplicates, dependent rows) are dropped.
+    """
+    basis, energy, _ = _spectrum(_check_embeddings(embeddings, "input").to(torch.float64))
+    return basis, energy
 
 
 def principal_rows(rows: torch.Tensor, min_share: float = 0.0, energy: float = 1.0) -> torch.Tensor:
     """Rows ``B`` (``[k, d]``, ``k ≤ n``) with ``BᵀB = EᵀE`` restricted to the strongest principal components of
     ``rows``: those whose energy share is at least ``min_share``, until they hold ``energy`` of the total (the
     strongest always). Everything built from a set of rows here (spectra, projectors, the report's figures)
-    depends on them only through ``EᵀE``, so ``B`` stands in for them."""
-    basis, shares = spectral_basis(rows)
+    depends on them only through ``EᵀE``, so ``B`` stands in for them.
+
+    When every component of independent rows reaches ``min_share`` (``EEᵀ − min_share·tr(EEᵀ)·I`` has a Cholesky
+    factor) nothing would be left out and the rows are returned as they are: a random-weight encoder's rows are
+    full rank, and their eigendecomposition would cost most of a long list's edit."""
+    e = _check_embeddings(rows, "input").to(torch.float64)
+    gram = e @ e.T if e.shape[0] <= e.shape[1] else None
+    if gram is not None and min_share > 0 and energy >= 1.0:
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        if int(torch.linalg.cholesky_ex(gram - min_share * gram.trace() * eye).info) == 0:
+            return rows
+    basis, shares, total = _spectrum(e, gram)
     keep = int((shares >= min_share).sum())
     if energy < 1.0:
         needed = torch.searchsorted(torch.cumsum(shares, 0), torch.tensor(energy, dtype=shares.dtype)).item() + 1
         keep = min(keep, int(needed))
     keep = max(1, min(keep, shares.numel()))
-    total = rows.to(torch.float64).square().sum()
     return ((shares[:keep] * total).sqrt()[:, None] * basis[:, :keep].T).to(rows.dtype)
 
 
@@ -280,19 +300,69 @@ def split_rows(rows: torch.Tensor, counts: tuple[int, ...] | list[int]) -> list[
     return [block for block in torch.split(rows, list(counts)) if block.shape[0]]
 
 
+def _odds(gains: torch.Tensor) -> torch.Tensor:
+    """Each component's odds ``f/(1 − f)``, capped at ``MAX_ODDS``."""
+    return (gains / (1.0 - gains).clamp_min(1.0 / MAX_ODDS)).clamp_max(MAX_ODDS)
+
+
 def _odds_factor(sets: list[torch.Tensor], alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``F = [U_c diag(√odds_c)]`` over the concepts ``c`` (``F Fᵀ = M``), with every concept's energy shares and
     gains (each relative to its own rows, strongest first)."""
     factors, energies, gains = [], [], []
     for rows in sets:
         basis, energy, gain = expanded_basis(rows, alpha)
-        odds = (gain / (1.0 - gain).clamp_min(1.0 / MAX_ODDS)).clamp_max(MAX_ODDS)
-        factors.append(basis * odds.sqrt())
+        factors.append(basis * _odds(gain).sqrt())
         energies.append(energy)
         gains.append(gain)
     energy, gain = torch.cat(energies), torch.cat(gains)
     order = torch.argsort(gain, descending=True)
     return torch.cat(factors, dim=1), energy[order], gain[order]
+
+
+def _odds_rows(rows: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(X, r)``: rows with ``XᵀX = U diag(odds) Uᵀ`` over every component of one concept (none left out) and the
+    concept's energy shares, strongest first.
+
+    With the rows scaled to unit energy (``E``, ``EᵀE = U diag(r) Uᵀ``) and odds ``α r/(1 − r)``,
+    ``U diag(odds) Uᵀ = α Eᵀ(I − EEᵀ)⁻¹E``: ``X = √α L⁻¹E`` with ``LLᵀ = I − EEᵀ``, one Cholesky factorisation
+    where the eigenvectors would cost three times as much (the shares, for the report, only need the eigenvalues).
+    Orthogonal rows are their own basis; more rows than the width, or odds capped at ``MAX_ODDS`` (one direction
+    holding nearly everything), take the eigenvectors."""
+    e = _check_embeddings(rows, "input").to(torch.float64)
+    n, d = e.shape
+    gram = e @ e.T if n <= d else None
+    if gram is not None and not _orthogonal(gram):
+        total = gram.trace()
+        unit_gram = gram / total
+        shares = torch.linalg.eigvalsh(unit_gram).flip(0)
+        shares = shares[shares > RELATIVE_ENERGY_CUTOFF]
+        strongest = float(shares[0])
+        if alpha * strongest < MAX_ODDS * (1.0 - strongest):
+            lower = torch.linalg.cholesky(torch.eye(n, dtype=e.dtype, device=e.device) - unit_gram)
+            return torch.linalg.solve_triangular(lower, e, upper=False) * (alpha / total).sqrt(), shares
+    basis, shares, _ = _spectrum(e, gram)
+    return (basis * _odds(expansion(shares, alpha)).sqrt()).T, shares
+
+
+def _kept_spectrum(shares: list[torch.Tensor], alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every concept's shares and gains as :func:`expanded_basis` keeps them, strongest gain first (the report's)."""
+    kept_shares, kept_gains = [], []
+    for share in shares:
+        gain = expansion(share, alpha)
+        keep = gain >= min(MIN_GAIN, float(gain.max()))
+        kept_shares.append(share[keep])
+        kept_gains.append(gain[keep])
+    share, gain = torch.cat(kept_shares), torch.cat(kept_gains)
+    order = torch.argsort(gain, descending=True)
+    return share[order], gain[order]
+
+
+def _odds_matrix(sets: list[torch.Tensor], alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``M = Σ_c U_c diag(odds_c) U_cᵀ`` (``d × d``) over every component of every concept, with the shares and
+    gains the report shows (:func:`_kept_spectrum`)."""
+    odds_rows, shares = zip(*(_odds_rows(rows, alpha) for rows in sets))
+    stacked = torch.cat(odds_rows)
+    return stacked.T @ stacked, *_kept_spectrum(list(shares), alpha)
 
 
 def joint_eraser(forget_sets: list[torch.Tensor], retain_sets: list[torch.Tensor] | None = None,
@@ -304,8 +374,11 @@ def joint_eraser(forget_sets: list[torch.Tensor], retain_sets: list[torch.Tensor
     ``F = [U_c diag(√odds_c)]`` over the forget concepts and ``C = [F, R]`` with the retain concepts'
     factor ``R``, ``P = F Fᵀ (I + C Cᵀ)⁻¹ = F (Fᵀ − Fᵀ C (I + CᵀC)⁻¹ Cᵀ)`` (Woodbury): the factors are
     ``left = F`` and ``right = Fᵀ − (FᵀC)(I + CᵀC)⁻¹Cᵀ``, and only ``k × k`` systems are solved (``k``: the
-    kept components of all the concepts). The combination is computed once: no concept's edit acts
-    on another's output, and orthogonal concepts do not interact at all.
+    kept components of all the concepts). When the concepts' rows could hold more components than the width
+    ``d`` (long lists), ``M_f`` and ``M_r`` are summed as ``d × d`` matrices instead (:func:`_odds_rows`: every
+    component, none left out) and the operator's own directions below ``MIN_GAIN`` are dropped at the end.
+    The combination is computed once: no concept's edit acts on another's output, and orthogonal concepts do
+    not interact at all.
     """
     check_alpha(alpha_forget, "alpha_forget")
     check_alpha(alpha_retain, "alpha_retain")
@@ -316,32 +389,34 @@ def joint_eraser(forget_sets: list[torch.Tensor], retain_sets: list[torch.Tensor
         if rows.ndim == 2 and rows.shape[-1] != width:
             raise ValueError(f"forget embeddings are {width}-wide but other embeddings are {rows.shape[-1]}-wide: "
                              "encode every concept with the same text encoder.")
-    forget_factor, energy_f, gains_f = _odds_factor(forget_sets, alpha_forget)
-    combined = forget_factor
     energy_r = gains_r = None
-    if retain_sets:
-        retain_factor, energy_r, gains_r = _odds_factor(retain_sets, alpha_retain)
-        combined = torch.cat([forget_factor, retain_factor], dim=1)
-    if combined.shape[1] <= width:      # k × k system (Woodbury): the usual case, a few components per concept
+    if sum(min(rows.shape[0], width) for rows in [*forget_sets, *(retain_sets or [])]) <= width:
+        # k × k system (Woodbury): a few components per concept
+        forget_factor, energy_f, gains_f = _odds_factor(forget_sets, alpha_forget)
+        combined = forget_factor
+        if retain_sets:
+            retain_factor, energy_r, gains_r = _odds_factor(retain_sets, alpha_retain)
+            combined = torch.cat([forget_factor, retain_factor], dim=1)
         system = torch.eye(combined.shape[1], dtype=combined.dtype, device=combined.device) + combined.T @ combined
         right = forget_factor.T - (forget_factor.T @ combined) @ torch.linalg.solve(system, combined.T)
         left, right = _minimal_factors(forget_factor, right)
         strongest = torch.linalg.matrix_norm(right, ord=2)            # ‖P‖₂: left is orthonormal
-    else:                               # more components than the width (long lists, flat spectra): d × d instead
-        forget_gram = forget_factor @ forget_factor.T                             # M_f
+        largest = torch.linalg.matrix_norm(forget_factor, ord=2) ** 2  # ‖M_f‖₂
+    else:               # d × d matrices
+        forget_odds, energy_f, gains_f = _odds_matrix(forget_sets, alpha_forget)            # M_f
         if retain_sets:
-            system = torch.eye(width, dtype=combined.dtype, device=combined.device) + forget_gram
-            system = system + retain_factor @ retain_factor.T                     # + M_r
-            u, singular, vh = torch.linalg.svd(torch.linalg.solve(system, forget_gram).T)   # M_f (I + M_f + M_r)⁻¹
-        else:       # M_f (I + M_f)⁻¹ is symmetric: M_f's eigenvectors, each eigenvalue s as s/(1 + s)
-            odds, u = torch.linalg.eigh(forget_gram)
+            retain_odds, energy_r, gains_r = _odds_matrix(retain_sets, alpha_retain)        # M_r
+            system = torch.eye(width, dtype=forget_odds.dtype, device=forget_odds.device) + forget_odds + retain_odds
+            u, singular, vh = torch.linalg.svd(torch.linalg.solve(system, forget_odds).T)   # M_f (I + M_f + M_r)⁻¹
+            largest = torch.linalg.eigvalsh(forget_odds)[-1]
+        else:           # M_f (I + M_f)⁻¹ is symmetric: M_f's eigenvectors, each eigenvalue s as s/(1 + s)
+            odds, u = torch.linalg.eigh(forget_odds)
             odds, u = odds.flip(0).clamp_min(0), u.flip(1)
-            singular, vh = odds / (1.0 + odds), u.T
-        kept = singular > singular[0] * 1e-9
+            singular, vh, largest = odds / (1.0 + odds), u.T, odds[0]
+        kept = singular >= min(MIN_GAIN, float(singular[0]))
         left, right = u[:, kept], singular[kept, None] * vh[kept]
         strongest = singular[0]
-    if retain_sets:     # without them ‖P‖₂ would be s/(1 + s), s the largest eigenvalue of M_f = ‖F‖₂²
-        largest = torch.linalg.matrix_norm(forget_factor, ord=2) ** 2
+    if retain_sets:     # without them ‖P‖₂ would be s/(1 + s), s the largest eigenvalue of M_f
         _refuse_if_cancelled(float(strongest / (largest / (1.0 + largest))))
     retain_spectrum = (None, None) if energy_r is None else (energy_r.to(dtype), gains_r.to(dtype))
     return LowRankEraser(left.to(dtype), right.to(dtype), energy_f.to(dtype), gains_f.to(dtype), *retain_spectrum)

@@ -379,3 +379,46 @@ def test_orthogonal_rows_are_their_own_basis_without_a_decomposition(monkeypatch
     assert calls                                       # nearly orthogonal rows are decomposed, and exactly
     gram = (nearly_basis * nearly_shares * nearly.square().sum()) @ nearly_basis.T
     assert torch.allclose(gram, nearly.T @ nearly, atol=1e-10)
+
+
+def test_a_spectral_factor_keeps_every_component_that_can_reach_the_cutoff():
+    """What an erasure stores per concept: the principal rows whose share can still reach MIN_GAIN at the node's
+    largest α, with the same EᵀE on them; full-rank rows with every component useful are kept as they are."""
+    from cure_core.spectral import principal_rows, smallest_useful_share, spectral_factor
+
+    g = torch.Generator().manual_seed(9)
+    floor = smallest_useful_share()
+    decaying = torch.randn(12, D, generator=g, dtype=torch.float64) @ torch.diag(torch.logspace(0, -6, D,
+                                                                                              dtype=torch.float64))
+    basis, shares = spectral_basis(decaying)
+    factor = spectral_factor(decaying)
+    useful = int((shares >= floor).sum())
+    assert 1 <= useful < decaying.shape[0] and factor.shape[0] == useful
+    strong = (basis[:, :useful] * shares[:useful] * decaying.square().sum()) @ basis[:, :useful].T
+    assert torch.allclose(factor.T @ factor, strong, atol=1e-9)
+    flat = torch.randn(12, D, generator=g, dtype=torch.float64)
+    assert spectral_factor(flat) is flat                           # nothing to leave out: no decomposition
+    assert torch.allclose(principal_rows(flat).T @ principal_rows(flat), flat.T @ flat, atol=1e-9)
+
+
+def test_a_long_list_gives_the_same_operator_from_raw_rows_and_from_their_factors():
+    """More rows than the width: each concept's odds from a Cholesky factor (raw rows), from its own rows
+    (orthogonal factors) or from its eigenvectors (one direction holding nearly everything) make one operator,
+    M_f (I + M_f)⁻¹ over every component, whatever form the rows came in."""
+    from cure_core.spectral import MAX_ODDS, joint_eraser, principal_rows
+
+    g = torch.Generator().manual_seed(10)
+    sets = [torch.randn(9, D, generator=g, dtype=torch.float64) for _ in range(3)]
+    dominant = torch.randn(9, 1, generator=g, dtype=torch.float64) * e(0)[None, :]
+    sets.append(dominant + 1e-5 * torch.randn(9, D, generator=g, dtype=torch.float64))
+    m_f = torch.zeros(D, D, dtype=torch.float64)
+    for rows_c in sets:
+        basis, shares = spectral_basis(rows_c)
+        gains = expansion(shares, 2.0)
+        m_f += (basis * (gains / (1 - gains).clamp_min(1 / MAX_ODDS)).clamp_max(MAX_ODDS)) @ basis.T
+    expected = m_f @ torch.linalg.inv(torch.eye(D, dtype=torch.float64) + m_f)
+    from_raw = joint_eraser(sets, dtype=torch.float64)
+    from_factors = joint_eraser([principal_rows(rows_c) for rows_c in sets], dtype=torch.float64)
+    assert torch.allclose(from_raw.dense(), expected, atol=1e-8)
+    assert torch.allclose(from_factors.dense(), expected, atol=1e-8)
+    assert torch.allclose(from_raw.energy, from_factors.energy, atol=1e-12)
