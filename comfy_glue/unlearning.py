@@ -48,21 +48,32 @@ def adapted_layer_keys(model, family: Family, layers: str) -> list[str]:
     keys = []
     for name, module in model.model.diffusion_model.named_modules():
         weight = getattr(module, "weight", None)
-        if isinstance(module, torch.nn.Linear) and weight is not None and _ATTENTION_NAME.search(name):
+        is_linear = isinstance(module, torch.nn.Linear) or (hasattr(module, "weight_function") and  # ComfyUI's
+                                                            getattr(weight, "ndim", 0) == 2)    # mixed precision
+        if is_linear and weight is not None and _ATTENTION_NAME.search(name):
             keys.append(f"diffusion_model.{name}.weight")
     return keys
 
 
 class _SwitchableLoRA(torch.nn.Module):
-    """ComfyUI's trainable LoRA (``W + (α/r) up @ down``) with a switch, so the trainer can ask the frozen base."""
+    """ComfyUI's trainable LoRA (``W + (α/r) up @ down``) with a switch, so the trainer can ask the frozen base.
 
-    def __init__(self, weight: torch.Tensor, rank: int):
+    ``gain`` is what the layer multiplies a weight wrapper's change by (:func:`wrapper_gain`): 1 for most layers,
+    a scaled-fp8 layer's weight scale (its wrappers see the stored, unscaled weight). The change is divided by it,
+    so that ``up @ down`` is the change the layer computes with, and trains at the same pace, in every format."""
+
+    def __init__(self, weight: torch.Tensor, rank: int, gain: float = 1.0):
         super().__init__()
         self.lora = LoRAAdapter.create_train(weight, rank=rank, alpha=1.0)
         self.enabled = True
+        self.gain = gain
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.lora(weight) if self.enabled else weight
+        if not self.enabled:
+            return weight
+        lora = self.lora
+        change = (lora.lora_up.weight @ lora.lora_down.weight) * (float(lora.alpha) / lora.rank / self.gain)
+        return (weight + change.reshape(weight.shape)).to(weight.dtype)
 
     def passive_memory_usage(self) -> int:
         return self.lora.passive_memory_usage()
@@ -74,6 +85,54 @@ class _SwitchableLoRA(torch.nn.Module):
         """``(up, down)`` with ``up @ down`` the learned weight change."""
         scale = float(self.lora.alpha) / self.lora.rank
         return (self.lora.lora_up.weight.detach().float() * scale).clone(), self.lora.lora_down.weight.detach().float().clone()
+
+
+@torch.no_grad()
+def wrapper_gain(layer: torch.nn.Module) -> float:
+    """How much of a change that a weight wrapper makes reaches the layer's output, measured on the layer itself.
+
+    A trainable LoRA rides on ComfyUI's weight wrappers (``weight_function``), which each kind of layer applies
+    its own way: most to the weight it computes with (1), a scaled-fp8 layer to the stored weight before its
+    scale (the scale), and ComfyUI-GGUF's quantized layers not at all (0). Measured as ``⟨Δy, x Dᵀ⟩ / ‖x Dᵀ‖²``
+    for a random input ``x`` and change ``D``; the layer's own wrappers are put back."""
+    out_features, in_features = layer.weight.shape
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, in_features, generator=generator)
+    change = torch.randn(out_features, in_features, generator=generator)
+    saved = getattr(layer, "weight_function", None)
+    if saved is None:           # not one of ComfyUI's layers: nothing applies wrappers
+        return 0.0
+    try:
+        layer.weight_function = [lambda w: w]
+        base = layer(x).float()
+        layer.weight_function = [lambda w: w + change.to(w)]
+        moved = layer(x).float() - base
+    finally:
+        layer.weight_function = saved
+    expected = x @ change.T
+    return float((moved * expected).sum() / (expected * expected).sum())
+
+
+class _FrozenBase:
+    """The base model's parameters out of autograd while the adapters train, as they were afterwards.
+
+    Models load with ``requires_grad`` on; left so, every backward pass would also compute (and store on the
+    input MODEL's modules) a gradient for every weight, and fail on fp8 weights."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.flags = [(owner, name, tensor.requires_grad) for owner in module.modules()
+                      for name, tensor in owner.named_parameters(recurse=False)]
+
+    def __enter__(self) -> "_FrozenBase":
+        for owner, name, _ in self.flags:
+            getattr(owner, name).requires_grad_(False)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for owner, name, flag in self.flags:
+            tensor = getattr(owner, name)
+            if tensor is not None and tensor.is_leaf and tensor.dtype.is_floating_point:
+                tensor.requires_grad_(flag)
 
 
 class _ComfyDenoiser:
@@ -238,7 +297,15 @@ def unlearn_concept(model, clip, concepts_text: str, keep_text: str = "", prompt
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)                 # the LoRA's initialisation, without touching the global RNG
             for key in keys:
-                adapters[key] = _SwitchableLoRA(comfy.utils.get_attr(training.model, key), rank)
+                layer = comfy.utils.get_attr(training.model, key.rsplit(".", 1)[0])
+                gain = wrapper_gain(layer)
+                if abs(gain) < 1e-6:
+                    raise ValueError(
+                        f"This model's layers ({type(layer).__module__}.{type(layer).__qualname__}, e.g. {key}) do not "
+                        "apply ComfyUI's trainable weight wrappers, so a LoRA cannot be trained on them (ComfyUI-GGUF's "
+                        "quantized layers are such). Unlearn on the fp16, bf16 or fp8 checkpoint of the same model and "
+                        "save the result with Save Erasure as LoRA; that LoRA then loads onto the GGUF model.")
+                adapters[key] = _SwitchableLoRA(comfy.utils.get_attr(training.model, key), rank, gain)
                 training.add_weight_wrapper(key, adapters[key])
         parameters = [p for adapter in adapters.values() for p in adapter.lora.parameters() if p.requires_grad]
         with torch.no_grad():
@@ -249,8 +316,9 @@ def unlearn_concept(model, clip, concepts_text: str, keep_text: str = "", prompt
         guider = comfy.samplers.CFGGuider(training)
         guider.inner_set_conds(conditionings)
         try:
-            guider.sample(comfy.sample.prepare_noise(latent, seed), latent, _TrainingSampler(train), sigmas,
-                          disable_pbar=True, seed=seed)
+            with _FrozenBase(training.model):
+                guider.sample(comfy.sample.prepare_noise(latent, seed), latent, _TrainingSampler(train), sigmas,
+                              disable_pbar=True, seed=seed)
         finally:
             _remove_wrappers(training, adapters)
     edits = []

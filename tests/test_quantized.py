@@ -349,3 +349,87 @@ def test_combined_files_on_a_quantized_model_equal_one_erasure_of_both_lists(fmt
     assert edits.keys() == expected.keys()
     for key, product in edits.items():
         assert relative(product, expected[key]) <= 1e-5, key
+
+
+# ---- the fine-tune (Unlearn Concept) on quantized checkpoints -----------------------------------------------------
+
+FINETUNE = dict(iterations=12, learning_rate=1e-2, latent_size=8, eta=2.0, seed=3)
+FINETUNED = ("fp16", "scaled fp8", "fp8 e4m3fn weight_dtype", "mixed precision")
+
+
+def gradient_state(model) -> dict[str, tuple[bool, bool]]:
+    """Per parameter of the loaded model: ``(requires_grad, has a gradient)``."""
+    return {name: (p.requires_grad, p.grad is not None) for name, p in model.model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def unlearned(checkpoints, clips, comfy, gguf_pack):
+    """Per (family, format): the loaded model, its gradient state before the fine-tune, and the fine-tuned clone."""
+    unlearning = pack_module("comfy_glue.unlearning")
+    cache = {}
+
+    def get(family, fmt):
+        if (family, fmt) not in cache:
+            model = load(family, fmt, comfy, gguf_pack)
+            before = gradient_state(model)
+            patched, _, _ = unlearning.unlearn_concept(model, clips[family], "Van Gogh", **FINETUNE)
+            cache[family, fmt] = (model, before, patched)
+        return cache[family, fmt]
+    return get
+
+
+@pytest.mark.parametrize("family, fmt", [(family, fmt) for family in FAMILIES for fmt in FINETUNED[1:]]
+                         + [("Wan 2.1 loadable", "GGUF Q4_K")])
+def test_the_finetune_learns_on_fp8_checkpoints_what_it_learns_on_fp16(family, fmt, unlearned):
+    """The LoRA's factors are the change the layer computes with, in every format (a scaled-fp8 layer's wrappers see
+    the unscaled weight: the change is divided by the scale there), so the same seed learns about the same change
+    on the fp8 copy as on the fp16 file: the formats differ by 3 % in the weights, a missed scale would make the
+    change hundreds of times too small or large. The tiny Wan's GGUF file holds its attention layers unquantized
+    (too narrow for Q4_K's blocks), so it trains there too. The model that was fine-tuned keeps no gradient and
+    its flags."""
+    model, before, patched = unlearned(family, fmt)
+    reference = patch_products(unlearned(family, "fp16")[2])
+    changes = patch_products(patched)
+    assert changes.keys() == reference.keys() and changes
+    learned = torch.cat([changes[k].flatten() for k in sorted(changes)])
+    expected = torch.cat([reference[k].flatten() for k in sorted(reference)])
+    assert float(expected.norm()) > 0
+    cosine = float(learned @ expected / (learned.norm() * expected.norm()))
+    assert 0.5 < float(learned.norm() / expected.norm()) < 2 and cosine > 0.5
+    assert model.patches == {} and gradient_state(model) == before
+
+
+def test_the_fp16_finetune_leaves_no_gradient_on_the_input_model(unlearned):
+    for family in FAMILIES:
+        model, before, _ = unlearned(family, "fp16")
+        assert model.patches == {} and gradient_state(model) == before
+        assert not any(has_grad for _, has_grad in before.values())
+
+
+def test_wrapper_gain_is_what_each_kind_of_layer_applies(comfy, gguf_pack, checkpoints):
+    """1 for an fp16 layer, the weight scale for a scaled-fp8 one, 0 for ComfyUI-GGUF's quantized layers (which
+    ignore weight wrappers)."""
+    unlearning = pack_module("comfy_glue.unlearning")
+    family = "SD1.x loadable"
+    key = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k"
+    layers = {fmt: comfy.utils.get_attr(load(family, fmt, comfy, gguf_pack).model, key)
+              for fmt in ("fp16", "scaled fp8", "GGUF Q4_K")}
+    assert unlearning.wrapper_gain(layers["fp16"]) == pytest.approx(1.0, rel=1e-4)
+    scale = float(layers["scaled fp8"].scale_weight)
+    assert scale != pytest.approx(1.0, rel=0.1)
+    assert unlearning.wrapper_gain(layers["scaled fp8"]) == pytest.approx(scale, rel=1e-3)
+    assert unlearning.wrapper_gain(layers["GGUF Q4_K"]) == pytest.approx(0.0, abs=1e-6)
+    assert all(layer.weight_function == [] for layer in layers.values())
+
+
+def test_the_finetune_on_a_gguf_model_is_refused_with_the_way_round(clips, comfy, gguf_pack, checkpoints):
+    """ComfyUI-GGUF's quantized layers never call weight wrappers, so a LoRA trained through them would stay zero:
+    refused before any sampling, the model untouched (the tiny SD1.x's attention layers are Q4_K-quantized:
+    :func:`test_wrapper_gain_is_what_each_kind_of_layer_applies`)."""
+    family = "SD1.x loadable"
+    unlearning = pack_module("comfy_glue.unlearning")
+    model = load(family, "GGUF Q4_K", comfy, gguf_pack)
+    before = gradient_state(model)
+    with pytest.raises(ValueError, match="GGUF.*Save Erasure as LoRA"):
+        unlearning.unlearn_concept(model, clips[family], "Van Gogh", **FINETUNE)
+    assert model.patches == {} and gradient_state(model) == before
