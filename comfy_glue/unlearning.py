@@ -48,9 +48,9 @@ def adapted_layer_keys(model, family: Family, layers: str) -> list[str]:
     keys = []
     for name, module in model.model.diffusion_model.named_modules():
         weight = getattr(module, "weight", None)
-        is_linear = isinstance(module, torch.nn.Linear) or (hasattr(module, "weight_function") and  # ComfyUI's
-                                                            getattr(weight, "ndim", 0) == 2)    # mixed precision
-        if is_linear and weight is not None and _ATTENTION_NAME.search(name):
+        # ComfyUI's own linear layers; the mixed-precision ones are not torch.nn.Linear subclasses
+        comfy_linear = hasattr(module, "weight_function") and getattr(weight, "ndim", 0) == 2
+        if (isinstance(module, torch.nn.Linear) or comfy_linear) and weight is not None and _ATTENTION_NAME.search(name):
             keys.append(f"diffusion_model.{name}.weight")
     return keys
 
@@ -94,22 +94,23 @@ def wrapper_gain(layer: torch.nn.Module) -> float:
     A trainable LoRA rides on ComfyUI's weight wrappers (``weight_function``), which each kind of layer applies
     its own way: most to the weight it computes with (1), a scaled-fp8 layer to the stored weight before its
     scale (the scale), and ComfyUI-GGUF's quantized layers not at all (0). Measured as ``⟨Δy, x Dᵀ⟩ / ‖x Dᵀ‖²``
-    for a random input ``x`` and change ``D``; the layer's own wrappers are put back."""
-    out_features, in_features = layer.weight.shape
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2, in_features, generator=generator)
-    change = torch.randn(out_features, in_features, generator=generator)
+    for a random input ``x`` and a random rank-1 change ``D = u vᵀ``, on the layer's device; the layer's own
+    wrappers are put back."""
     saved = getattr(layer, "weight_function", None)
     if saved is None:           # not one of ComfyUI's layers: nothing applies wrappers
         return 0.0
+    out_features, in_features = layer.weight.shape
+    generator = torch.Generator().manual_seed(0)
+    x, u, v = (torch.randn(shape, generator=generator).to(layer.weight.device)
+               for shape in ((2, in_features), (out_features,), (in_features,)))
     try:
         layer.weight_function = [lambda w: w]
         base = layer(x).float()
-        layer.weight_function = [lambda w: w + change.to(w)]
+        layer.weight_function = [lambda w: w + torch.outer(u, v).to(w)]
         moved = layer(x).float() - base
     finally:
         layer.weight_function = saved
-    expected = x @ change.T
+    expected = torch.outer(x @ v, u)
     return float((moved * expected).sum() / (expected * expected).sum())
 
 
