@@ -4,7 +4,8 @@ The base model stays frozen; an adapter is trained so that the adapted model's p
 prompt ``c`` matches the base model's prediction *guided away* from it,
 ``v⁻ = v(x_t, ∅) − η (v(x_t, c) − v(x_t, ∅))``, at states ``x_t`` the current adapted model reaches when it
 samples ``c`` from noise and stops at a random step (the ESD recipe: no data set). Prompts to keep are held to
-the base model's prediction at the same states. With localisation (the paper's), the adapter's change to the
+the base model's prediction at the same states; without any, the empty prompt is (the unconditional prediction,
+which every guided picture starts from: held, it keeps the adapter from drifting on everything else). With localisation (the paper's), the adapter's change to the
 concept prompt's prediction is also held to zero outside the concept's region: where the frozen model's
 cross-attention to the concept's tokens stays below a tenth of its range (:func:`concept_mask`).
 
@@ -30,6 +31,7 @@ DEFAULT_ETA = 1.0
 DEFAULT_LEARNING_RATE = 1e-2
 DEFAULT_ITERATIONS = 200
 MAX_ITERATIONS = 10_000
+UNCONDITIONAL = ""          # the prompt held to the frozen model's prediction when no keep concept is given
 # The paper's localisation: the concept tokens' cross-attention, min-max normalised per frame, is the concept's region
 # where it reaches this share of its range; the adapter's change outside it is penalised.
 MASK_THRESHOLD = 0.1
@@ -60,7 +62,7 @@ class UnlearnSettings:
     eta: float = DEFAULT_ETA            # how far the target is pushed away from the concept
     iterations: int = DEFAULT_ITERATIONS
     learning_rate: float = DEFAULT_LEARNING_RATE
-    preserve_weight: float = 1.0        # weight of the keep prompts' loss
+    preserve_weight: float = 1.0        # weight of the keep prompts' loss (the empty prompt's without any)
     guidance: float = 5.0               # CFG scale of the sampling that produces x_t
     localise_weight: float = DEFAULT_LOCALISE_WEIGHT     # the adapter's change outside the concept's mask
     grad_clip: float = 1.0              # the paper's gradient clipping
@@ -136,6 +138,7 @@ def unlearn(denoiser: Denoiser, parameters: Sequence[torch.nn.Parameter], prompt
     generator = torch.Generator().manual_seed(settings.seed)
     optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
     levels = int((sigmas > 0).sum())
+    held = list(keep) or [UNCONDITIONAL]
     losses = []
     for i in range(settings.iterations):
         prompt = prompts[int(torch.randint(len(prompts), (1,), generator=generator))]
@@ -143,7 +146,7 @@ def unlearn(denoiser: Denoiser, parameters: Sequence[torch.nn.Parameter], prompt
         sigma = sigmas[stop]
         with torch.no_grad():
             x = _sample_to(denoiser, sigmas, stop, prompt, settings.guidance, generator)
-            kept = [keep[i % len(keep)]] if keep and settings.preserve_weight > 0 else []
+            kept = [held[i % len(held)]] if settings.preserve_weight > 0 else []
             uncond, cond, *reference = denoiser.predict(x, sigma, ["", prompt, *kept], adapted=False)
             target = negatively_guided_target(uncond, cond, settings.eta)
         prediction, *kept_prediction = denoiser.predict(x, sigma, [prompt, *kept], adapted=True)

@@ -32,7 +32,8 @@ class UnlearnConceptFinetune(io.ComfyNode):
                                 tooltip="The concepts to unlearn, one per line."),
                 io.String.Input("keep_concepts", multiline=True, default="",
                                 tooltip="Concepts to keep as they are, one per line: the adapted model's "
-                                        "prediction for them is held to the original's."),
+                                        "prediction for them is held to the original's. Empty: the empty prompt's "
+                                        "prediction is held, so the rest drifts less."),
                 io.String.Input("templates", multiline=True, default="\n".join(DEFAULT_TEMPLATES),
                                 tooltip="Prompts the concepts are written through, one per line, each with one "
                                         "'{}' where the concept goes (the paper rewrites prompts with an LLM; "
@@ -49,7 +50,8 @@ class UnlearnConceptFinetune(io.ComfyNode):
                                tooltip="Adam's learning rate for the LoRA (the paper: 1e-4 for a rank-128 adapter)."),
                 io.Int.Input("rank", default=4, min=1, max=1024, tooltip="The LoRA's rank."),
                 io.Float.Input("keep_weight", default=1.0, min=0.0, max=10000.0, step=0.1,
-                               tooltip="Weight of the keep concepts' loss (0: no preservation term)."),
+                               tooltip="Weight of the keep concepts' loss (the empty prompt's without any; 0: no "
+                                       "preservation term)."),
                 io.Float.Input("guidance", default=5.0, min=1.0, max=100.0, step=0.5,
                                tooltip="CFG scale of the sampling that produces the training states."),
                 io.Combo.Input("layers", options=LAYER_SETS, default=ATTENTION,

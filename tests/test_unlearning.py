@@ -57,6 +57,24 @@ def test_training_moves_the_concept_to_its_target_and_holds_the_kept_prompt():
     assert kept < 0.1 * before
 
 
+def test_without_keep_prompts_the_unconditional_prediction_is_held():
+    """No keep concept given: the empty prompt's prediction (what every guided picture starts from) is held to the
+    frozen model's, unless preserve_weight is 0; the concept still moves."""
+    def train(preserve_weight):
+        toy = ToyDenoiser(["cat"])
+        toy.embed[""] = torch.randn(6, generator=torch.Generator().manual_seed(11))
+        unlearn(toy, [toy.up, toy.down], ["cat"], [], torch.linspace(2.0, 0.0, 6),
+                UnlearnSettings(eta=2.0, iterations=300, learning_rate=3e-2, guidance=1.0,
+                                preserve_weight=preserve_weight))
+        x, sigma = torch.randn(6, generator=torch.Generator().manual_seed(5)), torch.tensor(1.0)
+        with torch.no_grad():
+            return [(toy.one(x, sigma, p, True) - toy.one(x, sigma, p, False)).norm() for p in ("", "cat")]
+    held, moved_held = train(1.0)
+    free, moved_free = train(0.0)
+    assert held < 0.2 * free, (float(held), float(free))
+    assert moved_held > 0.5 * moved_free
+
+
 def test_the_same_seed_trains_the_same_adapter():
     results = []
     for _ in range(2):
