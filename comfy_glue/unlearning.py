@@ -379,7 +379,8 @@ def _report(family: str, concepts, keep, prompts, edits: list[LayerEdit], losses
     first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
     changes = [e.weight_change for e in edits]
     return "\n".join([
-        f"{METHOD} on {family}: unlearned {', '.join(concepts)}; kept {', '.join(keep) if keep else 'the empty prompt'}",
+        f"{METHOD} on {family}: unlearned {', '.join(concepts)}; "
+        f"kept {', '.join(keep) if keep else 'the empty prompt'}",
         f"{len(prompts)} concept prompt(s), eta {settings.eta:g}, {settings.iterations} iterations at learning rate "
         f"{settings.learning_rate:g}, keep weight {settings.preserve_weight:g}, localisation weight "
         f"{settings.localise_weight:g}, seed {settings.seed}",

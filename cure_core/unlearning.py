@@ -5,9 +5,10 @@ prompt ``c`` matches the base model's prediction *guided away* from it,
 ``v⁻ = v(x_t, ∅) − η (v(x_t, c) − v(x_t, ∅))``, at states ``x_t`` the current adapted model reaches when it
 samples ``c`` from noise and stops at a random step (the ESD recipe: no data set). Prompts to keep are held to
 the base model's prediction at the same states; without any, the empty prompt is (the unconditional prediction,
-which every guided picture starts from: held, it keeps the adapter from drifting on everything else). With localisation (the paper's), the adapter's change to the
-concept prompt's prediction is also held to zero outside the concept's region: where the frozen model's
-cross-attention to the concept's tokens stays below a tenth of its range (:func:`concept_mask`).
+which every guided picture starts from: held, it keeps the adapter from drifting on everything else). With
+localisation (the paper's), the adapter's change to the concept prompt's prediction is also held to zero outside
+the concept's region: where the frozen model's cross-attention to the concept's tokens stays below a tenth of its
+range (:func:`concept_mask`).
 
 The target is linear in the prediction, so it is the same whether a model predicts noise (eps), velocity (flow)
 or the clean sample: this module works on clean-sample (``x0``) predictions, as ComfyUI's models return them,
