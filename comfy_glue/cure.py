@@ -11,7 +11,7 @@ import comfy.utils
 
 from ..cure_core.concepts import DEFAULT_ALPHA, TOKEN_SELECTIONS, expand, parse_concepts, parse_templates
 from ..cure_core.checks import check_choice, check_disjoint, check_strength
-from ..cure_core.edit import LayerEdit, LayerMeasure, edit_layer, format_layer_table, row_sketch
+from ..cure_core.edit import LayerEdit, LayerMeasure, edit_layer, format_layer_table
 from ..cure_core.erasure_file import (CURE_METHOD, ROWS_AS_READ, ConceptRows, number_text, recipe_setting,
                                       row_set_name)
 from ..cure_core.families import LAYER_CHOICES, Family, TextSegment
@@ -184,8 +184,7 @@ def erase_rows(model, family: Family, keys: list[str], rows: dict[str, ConceptRo
             spectra[row_set_name("retain_energy", group)] = eraser.retain_energy
             spectra[row_set_name("retain_gains", group)] = eraser.retain_gains
         # The report's figures depend on the rows only through their Gram matrix: measured on a few rows.
-        retain_sketch = None if retain_rows is None else row_sketch(retain_rows)
-        measure = LayerMeasure(eraser, row_sketch(forget_rows), retain_sketch)
+        measure = LayerMeasure(eraser, forget_rows, retain_rows, sketch=True)
         for key in group_keys:   # one float32 copy of one weight at a time (SDXL has 140 such weights)
             by_key[key] = measure.edit(key, effective_weight(model, key))
             progress.update(1)

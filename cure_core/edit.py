@@ -38,16 +38,7 @@ def row_sketch(rows: torch.Tensor, energy: float = SKETCH_ENERGY) -> torch.Tenso
     """A few rows ``B`` with ``BᵀB ≈ EᵀE`` (:func:`~cure_core.spectral.principal_rows` holding ``energy`` of the
     total), so that ``‖E Xᵀ‖`` for any ``X`` is measured on ``B``. Every figure of :func:`edit_layer` depends on
     its rows only through ``EᵀE``: computed once per set of rows, the sketch makes the figures cost a few rows
-    per layer instead of hundreds (a concept contribution is every padded row of every prompt).
-
-    More rows than the width (a long list of concepts): ``EᵀE`` is summed in the rows' own precision (at least
-    float32) and its square root stands in for them. The figures are measured at ``energy`` anyway, and on a CPU
-    a float32 sum over thousands of rows costs half of a float64 one."""
-    if rows.shape[0] > rows.shape[1]:
-        rows = rows.to(torch.promote_types(rows.dtype, torch.float32))          # half precision sums too coarsely
-        eigenvalues, vectors = torch.linalg.eigh((rows.T @ rows).to(torch.float64))
-        positive = eigenvalues > 0
-        rows = eigenvalues[positive].sqrt()[:, None] * vectors[:, positive].T       # orthogonal rows, same EᵀE
+    per layer instead of hundreds (a concept contribution is every padded row of every prompt)."""
     return principal_rows(rows, energy=energy)
 
 
@@ -57,17 +48,46 @@ def _frobenius_of_product(up: torch.Tensor, down_gram: torch.Tensor) -> torch.Te
 
 
 class LayerMeasure:
-    """The edits of the layers that read the same rows, with the figures of each: what they share (the rows
-    through the eraser's ``right`` factor, ``right rightᵀ``) is computed once, not once per layer."""
+    """The edits of the layers that read the same rows, with the figures of each: what they share is computed once,
+    not once per layer.
 
-    def __init__(self, eraser: LowRankEraser, forget: torch.Tensor, retain: torch.Tensor | None = None):
+    Every figure is a quadratic form of the rows: ``‖W A eᵀ‖²`` summed over rows ``e`` is ``⟨WᵀW, A S Aᵀ⟩`` with
+    ``S = EᵀE``. With a few rows and a low-rank eraser (one concept, a trained encoder) the rows are pushed
+    through each layer (``s`` rows, ``k`` components: ``out·(s·d + s·k + k²)`` per layer); with many rows and a
+    wide eraser (a long list) each layer's ``WᵀW`` is read against ``d × d`` matrices shared by all the layers
+    (``out·d²``, half of it or less), whichever costs less."""
+
+    def __init__(self, eraser: LowRankEraser, forget: torch.Tensor, retain: torch.Tensor | None = None,
+                 sketch: bool = False):
+        """``sketch``: measure on :func:`row_sketch` of a set with fewer rows than the width (with more, its exact
+        ``EᵀE`` costs less than a sketch would)."""
         self.eraser = eraser
-        rows = forget if retain is None else torch.cat([forget, retain.to(forget)])
-        self.rows = rows.to(device=eraser.left.device, dtype=eraser.left.dtype)
-        self.forget_count = forget.shape[0]
+        device, dtype = eraser.left.device, eraser.left.dtype
+        rank, width = eraser.rank, eraser.dim
+
+        def prepared(rows: torch.Tensor) -> torch.Tensor:
+            rows = rows.to(device=device, dtype=dtype)
+            return row_sketch(rows) if sketch and rows.shape[0] <= width else rows
+
+        forget = prepared(forget)
+        retain = None if retain is None else prepared(retain)
         self.with_retain = retain is not None
-        self.through_right = self.rows @ eraser.right.T              # rows: P's right factor applied to e
-        self.right_gram = eraser.right @ eraser.right.T
+        rows = forget.shape[0] + (0 if retain is None else retain.shape[0])
+        self.through_weight_gram = width * width < rows * (width + rank) + rank * rank
+        if self.through_weight_gram:
+            projector = eraser.dense()
+            kept = torch.eye(width, device=device, dtype=dtype) - projector
+            forget_gram = forget.T @ forget
+            # ⟨WᵀW, ·⟩ of each: forget energy before and after, ‖ΔW‖², retained energy before and moved
+            self.quadratic_forms = [forget_gram, kept @ forget_gram @ kept.T, projector @ projector.T]
+            if retain is not None:
+                retain_gram = retain.T @ retain
+                self.quadratic_forms += [retain_gram, projector @ retain_gram @ projector.T]
+        else:
+            self.rows = forget if retain is None else torch.cat([forget, retain])
+            self.forget_count = forget.shape[0]
+            self.through_right = self.rows @ eraser.right.T          # rows: P's right factor applied to e
+            self.right_gram = eraser.right @ eraser.right.T
 
     def edit(self, key: str, weight: torch.Tensor, columns: int | None = None) -> LayerEdit:
         """The update ``W' = W (I − P_dis)`` for one weight ``[out, in]``.
@@ -83,16 +103,23 @@ class LayerMeasure:
             padded = torch.zeros(down.shape[0], weight.shape[1], device=down.device, dtype=down.dtype)
             padded[:, :columns] = down
             down = padded
-        before = self.rows @ read.T                                 # rows: W e for each embedding
-        delta = self.through_right @ up.T                           # rows: ΔW e
-        count = self.forget_count
-        forget_removed = 1.0 - float((before[:count] + delta[:count]).square().sum()
-                                     / before[:count].square().sum().clamp_min(1e-30))
-        retain_change = None
-        if self.with_retain:
-            retain_change = float(delta[count:].norm() / before[count:].norm().clamp_min(1e-30))
-        weight_change = float(_frobenius_of_product(up, self.right_gram) / weight.norm().clamp_min(1e-30))
-        return LayerEdit(key, up, down, weight_change, forget_removed, retain_change)
+        if self.through_weight_gram:
+            weight_gram = read.T @ read
+            energies = [float((weight_gram * form).sum()) for form in self.quadratic_forms]
+            forget_before, forget_after, change = energies[:3]
+            retain_moved = (energies[4] / max(energies[3], 1e-30)) ** 0.5 if self.with_retain else None
+        else:
+            before = self.rows @ read.T                             # rows: W e for each embedding
+            delta = self.through_right @ up.T                       # rows: ΔW e
+            count = self.forget_count
+            forget_before = float(before[:count].square().sum())
+            forget_after = float((before[:count] + delta[:count]).square().sum())
+            change = float(_frobenius_of_product(up, self.right_gram)) ** 2
+            retain_moved = (float(delta[count:].norm() / before[count:].norm().clamp_min(1e-30))
+                            if self.with_retain else None)
+        forget_removed = 1.0 - forget_after / max(forget_before, 1e-30)
+        weight_change = max(change, 0.0) ** 0.5 / max(float(weight.norm()), 1e-30)
+        return LayerEdit(key, up, down, weight_change, forget_removed, retain_moved)
 
 
 def edit_layer(key: str, weight: torch.Tensor, eraser: LowRankEraser, forget: torch.Tensor,

@@ -191,6 +191,28 @@ def test_the_reports_figures_on_the_row_sketch_stay_close_to_every_rows():
     assert sketched.weight_change == exact.weight_change
 
 
+@pytest.mark.parametrize("forget_rows, through_weight_gram", [(3, False), (60, True)])
+def test_the_reports_figures_are_the_same_through_the_rows_and_through_each_weights_gram(forget_rows,
+                                                                                       through_weight_gram):
+    """Few rows and a narrow eraser: the rows go through each layer; many rows and a wide eraser (a long list):
+    each layer's ``WᵀW`` is read against shared ``d × d`` matrices. Both give the figures' definitions."""
+    from cure_core.edit import LayerMeasure
+    g = torch.Generator().manual_seed(12)
+    weight = torch.randn(9, D, generator=g, dtype=torch.float64)
+    forget = torch.randn(forget_rows, D, generator=g, dtype=torch.float64)
+    retain = torch.randn(forget_rows, D, generator=g, dtype=torch.float64)
+    eraser = low_rank_eraser(forget, retain, 3.0, 2.0, dtype=torch.float64)
+    measure = LayerMeasure(eraser, forget, retain)
+    assert measure.through_weight_gram is through_weight_gram
+    edit = measure.edit("w", weight)
+    change = edit.up @ edit.down
+    assert edit.forget_removed == pytest.approx(
+        1 - float((forget @ (weight + change).T).square().sum() / (forget @ weight.T).square().sum()), rel=1e-9)
+    assert edit.retain_change == pytest.approx(float((retain @ change.T).norm() / (retain @ weight.T).norm()),
+                                               rel=1e-9)
+    assert edit.weight_change == pytest.approx(float(change.norm() / weight.norm()), rel=1e-9)
+
+
 def test_edit_layer_on_leading_columns_only():
     g = torch.Generator().manual_seed(4)
     weight = torch.randn(6, D + 5, generator=g, dtype=torch.float64)
@@ -403,12 +425,12 @@ def test_a_spectral_factor_keeps_every_component_that_can_reach_the_cutoff():
 
 def test_a_long_list_gives_the_same_operator_from_raw_rows_and_from_their_factors():
     """More rows than the width: each concept's odds from a Cholesky factor (raw rows), from its own rows
-    (orthogonal factors) or from its eigenvectors (one direction holding nearly everything) make one operator,
-    M_f (I + M_f)⁻¹ over every component, whatever form the rows came in."""
+    (orthogonal factors) or from its eigenvectors (one direction holding nearly everything, more rows than the
+    width) make one operator, M_f (I + M_f)⁻¹ over every component, whatever form the rows came in."""
     from cure_core.spectral import MAX_ODDS, joint_eraser, principal_rows
 
     g = torch.Generator().manual_seed(10)
-    sets = [torch.randn(9, D, generator=g, dtype=torch.float64) for _ in range(3)]
+    sets = [torch.randn(n, D, generator=g, dtype=torch.float64) for n in (9, 5, 12, D + 4)]
     dominant = torch.randn(9, 1, generator=g, dtype=torch.float64) * e(0)[None, :]
     sets.append(dominant + 1e-5 * torch.randn(9, D, generator=g, dtype=torch.float64))
     m_f = torch.zeros(D, D, dtype=torch.float64)
