@@ -148,8 +148,10 @@ def unlearn(denoiser: Denoiser, parameters: Sequence[torch.nn.Parameter], prompt
         with torch.no_grad():
             x = _sample_to(denoiser, sigmas, stop, prompt, settings.guidance, generator)
             kept = [held[i % len(held)]] if settings.preserve_weight > 0 else []
-            uncond, cond, *reference = denoiser.predict(x, sigma, ["", prompt, *kept], adapted=False)
-            target = negatively_guided_target(uncond, cond, settings.eta)
+            frozen_prompts = list(dict.fromkeys([UNCONDITIONAL, prompt, *kept]))    # "" held: drawn once
+            frozen = dict(zip(frozen_prompts, denoiser.predict(x, sigma, frozen_prompts, adapted=False)))
+            target = negatively_guided_target(frozen[UNCONDITIONAL], frozen[prompt], settings.eta)
+            cond, reference = frozen[prompt], [frozen[p] for p in kept]
         prediction, *kept_prediction = denoiser.predict(x, sigma, [prompt, *kept], adapted=True)
         loss = _scaled_mse(prediction, target, sigma)
         if settings.localise_weight > 0:
