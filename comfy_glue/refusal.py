@@ -9,7 +9,7 @@ import comfy.utils
 
 from ..cure_core.concepts import pair_rows, parse_concepts
 from ..cure_core.checks import check_choice, check_strength
-from ..cure_core.edit import edit_layer, format_layer_table
+from ..cure_core.edit import LayerMeasure, format_layer_table
 from ..cure_core.families import LAYER_CHOICES
 from ..cure_core.refusal import (DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pair_groups, refusal_eraser_per_concept,
                                   separation)
@@ -142,17 +142,18 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
             neutral_rows = None if neutral_rows is None else neutral_rows.to(device)
             eraser = refusal_eraser_per_concept(grouped, neutral_rows, rank, contrast, strength, mode)
             # forget = what the concepts add (unsafe − safe): the share of it removed is what the report says
-            built[id(rows[key])] = (eraser, torch.cat([u - v for u, v in grouped]), neutral_rows)
+            differences = torch.cat([u - v for u, v in grouped])
+            built[id(rows[key])] = (eraser, differences, neutral_rows, LayerMeasure(eraser, differences, neutral_rows))
         return built[id(rows[key])]
 
     where_blocks = "every block" if measured else f"last {denoiser_blocks} blocks"
     progress = comfy.utils.ProgressBar(len(keys))
     edits, kept, n_rows, separations = [], [], [], []
     for key in keys:
-        eraser, differences, neutral_rows = eraser_for(key)
+        eraser, differences, neutral_rows, measure = eraser_for(key)
         if source == DENOISER_SOURCE:           # where the concept is carried, for the report
             separations.append(separation(differences, neutral_rows))
-        edits.append(edit_layer(key, effective_weight(model, key), eraser, differences, neutral_rows))
+        edits.append(measure.edit(key, effective_weight(model, key)))
         kept.append(eraser.rank)
         n_rows.append((len(differences), 0 if neutral_rows is None else len(neutral_rows)))
         progress.update(1)

@@ -71,9 +71,13 @@ class _SwitchableLoRA(torch.nn.Module):
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return weight
-        lora = self.lora
-        change = (lora.lora_up.weight @ lora.lora_down.weight) * (float(lora.alpha) / lora.rank / self.gain)
+        change = (self.lora.lora_up.weight @ self.lora.lora_down.weight) * (self.scale / self.gain)
         return (weight + change.reshape(weight.shape)).to(weight.dtype)
+
+    @property
+    def scale(self) -> float:
+        """The LoRA's ``α/r``."""
+        return float(self.lora.alpha) / self.lora.rank
 
     def passive_memory_usage(self) -> int:
         return self.lora.passive_memory_usage()
@@ -83,8 +87,8 @@ class _SwitchableLoRA(torch.nn.Module):
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(up, down)`` with ``up @ down`` the learned weight change."""
-        scale = float(self.lora.alpha) / self.lora.rank
-        return (self.lora.lora_up.weight.detach().float() * scale).clone(), self.lora.lora_down.weight.detach().float().clone()
+        return ((self.lora.lora_up.weight.detach().float() * self.scale).clone(),
+                self.lora.lora_down.weight.detach().float().clone())
 
 
 @torch.no_grad()
@@ -306,7 +310,7 @@ def unlearn_concept(model, clip, concepts_text: str, keep_text: str = "", prompt
                         "apply ComfyUI's trainable weight wrappers, so a LoRA cannot be trained on them (ComfyUI-GGUF's "
                         "quantized layers are such). Unlearn on the fp16, bf16 or fp8 checkpoint of the same model and "
                         "save the result with Save Erasure as LoRA; that LoRA then loads onto the GGUF model.")
-                adapters[key] = _SwitchableLoRA(comfy.utils.get_attr(training.model, key), rank, gain)
+                adapters[key] = _SwitchableLoRA(layer.weight, rank, gain)
                 training.add_weight_wrapper(key, adapters[key])
         parameters = [p for adapter in adapters.values() for p in adapter.lora.parameters() if p.requires_grad]
         with torch.no_grad():

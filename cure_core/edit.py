@@ -42,9 +42,9 @@ def row_sketch(rows: torch.Tensor, energy: float = SKETCH_ENERGY) -> torch.Tenso
     return principal_rows(rows, energy=energy)
 
 
-def _frobenius_of_product(up: torch.Tensor, down_gram: torch.Tensor) -> torch.Tensor:
-    """‖up @ down‖_F without forming the product (``down_gram = down @ downᵀ``)."""
-    return torch.sqrt(((up.T @ up) * down_gram).sum().clamp_min(0))
+def _squared_frobenius_of_product(up: torch.Tensor, down_gram: torch.Tensor) -> float:
+    """‖up @ down‖²_F without forming the product (``down_gram = down @ downᵀ``)."""
+    return float(((up.T @ up) * down_gram).sum())
 
 
 class LayerMeasure:
@@ -114,7 +114,7 @@ class LayerMeasure:
             count = self.forget_count
             forget_before = float(before[:count].square().sum())
             forget_after = float((before[:count] + delta[:count]).square().sum())
-            change = float(_frobenius_of_product(up, self.right_gram)) ** 2
+            change = _squared_frobenius_of_product(up, self.right_gram)
             retain_moved = (float(delta[count:].norm() / before[count:].norm().clamp_min(1e-30))
                             if self.with_retain else None)
         forget_removed = 1.0 - forget_after / max(forget_before, 1e-30)
