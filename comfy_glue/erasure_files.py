@@ -16,7 +16,7 @@ from ..cure_core.erasure_file import ErasureFile, load_erasure_file, number_text
 from ..cure_core.fingerprint import SAME_CHECKPOINT_TOLERANCE, relative_differences
 from .cure import erase_rows
 from .family import detect_family
-from .patching import add_erasure, base_weights_identity, erasures_on
+from .patching import add_erasure, base_weights_identity, erasures_on, is_bias
 from .weights import weight_shape
 
 FOLDER = "erasures"
@@ -67,9 +67,11 @@ def check_base_model(model, erasure_file: ErasureFile, name: str, base_check: st
                 raise ValueError(f"{name} edits {key}, which this {family.name} model does not have: it was made for "
                                  "another model of the family. Load the model the erasure was computed for.")
             shape = weight_shape(model, key)
-            if shape != (up.shape[0], down.shape[1]):
-                raise ValueError(f"{name} edits {key} as a {up.shape[0]}x{down.shape[1]} weight, but this model's is "
-                                 f"{shape[0]}x{shape[1]}: it was made for another model of the family.")
+            expected = (up.shape[0],) if is_bias(key) else (up.shape[0], down.shape[1])
+            if shape != expected:
+                kind = "bias" if is_bias(key) else "weight"
+                raise ValueError(f"{name} edits {key} as a {'x'.join(map(str, expected))} {kind}, but this model's is "
+                                 f"{'x'.join(map(str, shape))}: it was made for another model of the family.")
     digest, fingerprint = base_weights_identity(model, erasure_file.keys)
     if base_check == ANY_PRECISION:
         return _check_same_checkpoint(erasure_file, fingerprint, name)
@@ -103,7 +105,7 @@ def _describe(erasure_file: ErasureFile, name: str, verified: str) -> list[str]:
     for erasure in erasure_file.erasures:
         recipe = erasure.record.recipe
         what = recipe.get("forget") or recipe.get("pairs", "")
-        lines.append(f"  {recipe.get('method')}: {what.replace(chr(10), ', ')}; {len(erasure.layers)} layers, "
+        lines.append(f"  {recipe.get('method')}: {what.replace(chr(10), ', ')}; {sum(not is_bias(k) for k in erasure.layers)} layers, "
                      f"saved at strength {erasure.strength:g}")
     return lines
 
@@ -154,6 +156,6 @@ def save_to_folder(model, filename_prefix: str) -> tuple[str, str]:
     full_folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder)
     path = os.path.join(full_folder, f"{filename}_{counter:05}_{EXTENSION}")
     save_erasure_file(path, erasure_file)
-    message = (f"Saved {len(erasure_file.erasures)} erasure(s) of {len(erasure_file.keys)} layers to {path} "
+    message = (f"Saved {len(erasure_file.erasures)} erasure(s) of {sum(not is_bias(k) for k in erasure_file.keys)} layers to {path} "
                f"({os.path.getsize(path) / 2**20:.2f} MiB)")
     return path, message

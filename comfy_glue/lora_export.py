@@ -13,7 +13,7 @@ import comfy.model_detection
 import comfy.utils
 import folder_paths
 
-from .patching import ErasureAdapter, base_weights_identity, erasures_on
+from .patching import ErasureAdapter, base_weights_identity, erasures_on, is_bias
 from .weights import weight_shape
 
 LORA_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -71,8 +71,10 @@ def erasure_lora(model, dtype: torch.dtype = torch.float16) -> tuple[dict[str, t
 
     Keys are ``diffusion_model.<layer>.lora_up.weight`` / ``.lora_down.weight`` (no alpha, so the
     loader applies ``up @ down`` at strength 1); each patch's strength is folded into ``up``, and
-    several erasures on one layer are stacked along the rank. The metadata holds the recipes and a
-    hash of the base weights the erasure was computed for.
+    several erasures on one layer are stacked along the rank. A bias change (the refusal vector's mean
+    shift) is ``diffusion_model.<layer>.diff_b``, the sum of every erasure's on that bias, which ComfyUI's
+    loader adds to the bias. The metadata holds the recipes and a hash of the base weights the erasure
+    was computed for.
     """
     erasures = erasures_on(model)
     if not erasures:
@@ -84,12 +86,16 @@ def erasure_lora(model, dtype: torch.dtype = torch.float16) -> tuple[dict[str, t
     recipes = [erasure.record.recipe for erasure in erasures]
     state_dict = {}
     for key in sorted(factors):
+        if is_bias(key):
+            change = sum((u @ d).flatten() for u, d in factors[key])
+            state_dict[f"{key.removesuffix('.bias')}.diff_b"] = change.to(dtype).contiguous()
+            continue
         name = key.removesuffix(".weight")
         state_dict[f"{name}.lora_up.weight"] = torch.cat([u for u, _ in factors[key]], dim=1).to(dtype).contiguous()
         state_dict[f"{name}.lora_down.weight"] = torch.cat([d for _, d in factors[key]], dim=0).to(dtype).contiguous()
     digest, _ = base_weights_identity(model, factors)
     metadata = {"erasure_recipes": json.dumps(recipes), "erasure_base_weights_sha256": digest,
-                "erasure_layers": str(len(factors)), "ss_network_module": "comfyui-concept-erasure"}
+                "erasure_layers": str(sum(not is_bias(key) for key in factors)), "ss_network_module": "comfyui-concept-erasure"}
     return state_dict, metadata
 
 

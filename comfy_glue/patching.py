@@ -54,6 +54,18 @@ class ErasureAdapter(LoRAAdapter):
         return self.record.recipe
 
 
+def is_bias(key: str) -> bool:
+    """A bias patch of an erasure (the refusal vector's mean shift), beside the weight patches."""
+    return key.endswith(".bias")
+
+
+def bias_factors(change: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bias change as the ``(up, down)`` an :class:`ErasureAdapter` carries, ``[out, 1] @ [1, 1]``: ComfyUI's LoRA
+    arithmetic reshapes the product onto the 1-D bias, and erasure files, baking and the LoRA export then carry it
+    like a weight's patch."""
+    return change.reshape(-1, 1).contiguous(), torch.ones(1, 1, dtype=change.dtype, device=change.device)
+
+
 def add_erasure(model, layers: dict[str, tuple[torch.Tensor, torch.Tensor]], strength: float, record: ErasureRecord):
     """A clone of ``model`` with ``W + strength · up @ down`` on each key of ``layers``; ``model`` is untouched."""
     clone = model.clone()
@@ -67,11 +79,15 @@ def add_erasure(model, layers: dict[str, tuple[torch.Tensor, torch.Tensor]], str
 
 
 def patched_clone(model, edits: list[LayerEdit], strength: float, recipe: dict[str, str],
-                  rows: dict[str, ConceptRows] | None = None, spectra: dict[str, torch.Tensor] | None = None):
-    """:func:`add_erasure` of the edits of one erase node call, with their record."""
+                  rows: dict[str, ConceptRows] | None = None, spectra: dict[str, torch.Tensor] | None = None,
+                  bias_changes: dict[str, torch.Tensor] | None = None):
+    """:func:`add_erasure` of the edits of one erase node call (and of the bias changes that go with them, keyed by
+    the bias' state-dict key), with their record."""
     figures = {e.key: LayerFigures(e.weight_change, e.forget_removed, e.retain_change) for e in edits}
     record = ErasureRecord(recipe, figures, rows or {}, spectra or {})
-    return add_erasure(model, {e.key: (e.up, e.down) for e in edits}, strength, record)
+    layers = {e.key: (e.up, e.down) for e in edits}
+    layers.update({key: bias_factors(change) for key, change in (bias_changes or {}).items()})
+    return add_erasure(model, layers, strength, record)
 
 
 def erasures_on(model) -> list[Erasure]:

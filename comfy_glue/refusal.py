@@ -11,8 +11,8 @@ from ..cure_core.concepts import pair_rows, parse_concepts
 from ..cure_core.checks import check_choice, check_strength
 from ..cure_core.edit import LayerMeasure, format_layer_table
 from ..cure_core.families import LAYER_CHOICES
-from ..cure_core.refusal import (DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pair_groups, refusal_eraser_per_concept,
-                                  separation)
+from ..cure_core.refusal import (DEFAULT_NEUTRAL_PROMPTS, MODES, mean_shift_bias, parse_pair_groups,
+                                  refusal_eraser_per_concept, separation)
 from .denoiser_activations import EVERY_TOKEN, TOKEN_MEAN, capture_layer_inputs
 from .encoding import encode_prompts
 from .family import detect_family
@@ -28,10 +28,13 @@ SOURCES = (TEXT_SOURCE, DENOISER_SOURCE)
 # (token-averaged inputs of the last blocks' attention output projections, one direction) barely erases on the
 # miniature model; every image token's input to every block's projection, with a rank-MEASURED_RANK subspace
 # (shared out among a list's concepts), erases most concepts there with the preserved prompts within about 2 points
-# of the original (the figures, and where it falls short of the text source, are in docs/method.md).
+# of the original (the figures, and where it falls short of the text source, are in docs/method.md). It also sets
+# the removed part of each layer's input to the safe prompts' mean instead of zero (a bias change on the layer), which
+# erased more on every concept set measured at the same preserved accuracy; the paper's recipe keeps zero.
 MEASURED_RECIPE, PAPER_RECIPE = "every image token, every block (measured)", "token mean, last blocks (paper)"
 DENOISER_RECIPES = (MEASURED_RECIPE, PAPER_RECIPE)
 MEASURED_RANK = 16
+REMOVED_TO_SAFE_MEAN, REMOVED_TO_ZERO = "the safe prompts' mean", "zero"
 
 
 def _per_concept(per_pair: list[tuple[torch.Tensor, torch.Tensor]], concepts: list[int]):
@@ -93,7 +96,9 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
     The denoiser source's ``denoiser_recipe``: the measured one reads every image token of every block the
     family's denoiser layers have and projects out each concept's rank-k subspace,
     ``k = max(1, min(rank, MEASURED_RANK) // concepts)`` (``mode`` and ``denoiser_blocks`` are the paper
-    recipe's); the paper's reads the token mean of the last ``denoiser_blocks`` blocks and projects with ``mode``."""
+    recipe's) and sets the removed part to the safe prompts' mean (:func:`cure_core.refusal.mean_shift_bias`) on
+    every layer that has a bias; the paper's reads the token mean of the last ``denoiser_blocks`` blocks, projects
+    with ``mode`` and sets the removed part to zero."""
     pair_groups = parse_pair_groups(pairs_text)
     pairs = [pair for group in pair_groups for pair in group]
     concepts = [len(group) for group in pair_groups]          # pairs per concept, in order
@@ -143,17 +148,24 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
             eraser = refusal_eraser_per_concept(grouped, neutral_rows, rank, contrast, strength, mode)
             # forget = what the concepts add (unsafe − safe): the share of it removed is what the report says
             differences = torch.cat([u - v for u, v in grouped])
-            built[id(rows[key])] = (eraser, differences, neutral_rows, LayerMeasure(eraser, differences, neutral_rows))
+            safe_mean = torch.cat([safe for _, safe in grouped]).mean(0)
+            built[id(rows[key])] = (eraser, differences, neutral_rows, safe_mean,
+                                    LayerMeasure(eraser, differences, neutral_rows))
         return built[id(rows[key])]
 
     where_blocks = "every block" if measured else f"last {denoiser_blocks} blocks"
     progress = comfy.utils.ProgressBar(len(keys))
     edits, kept, n_rows, separations = [], [], [], []
+    bias_changes: dict[str, torch.Tensor] = {}
     for key in keys:
-        eraser, differences, neutral_rows, measure = eraser_for(key)
+        eraser, differences, neutral_rows, safe_mean, measure = eraser_for(key)
         if source == DENOISER_SOURCE:           # where the concept is carried, for the report
             separations.append(separation(differences, neutral_rows))
-        edits.append(measure.edit(key, effective_weight(model, key)))
+        weight = effective_weight(model, key)
+        edits.append(measure.edit(key, weight))
+        bias_key = key.removesuffix("weight") + "bias"
+        if measured and bias_key in state_keys:
+            bias_changes[bias_key] = mean_shift_bias(weight, eraser, safe_mean).float()
         kept.append(eraser.rank)
         n_rows.append((len(differences), 0 if neutral_rows is None else len(neutral_rows)))
         progress.update(1)
@@ -163,7 +175,8 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
               "layers": layers if source == TEXT_SOURCE else where_blocks}
     if source == DENOISER_SOURCE:
         recipe["denoiser_recipe"] = denoiser_recipe
-    patched = patched_clone(model, edits, 1.0, recipe)
+        recipe["removed_part"] = REMOVED_TO_SAFE_MEAN if measured else REMOVED_TO_ZERO
+    patched = patched_clone(model, edits, 1.0, recipe, bias_changes=bias_changes)
     removed = [e.forget_removed for e in edits]
     where = (f"text embeddings ({family.encoder})" if source == TEXT_SOURCE else
              f"denoiser activations ({denoiser_steps} steps at {denoiser_size}x{denoiser_size} latent, "
@@ -175,11 +188,14 @@ def erase_with_refusal(model, clip, pairs_text: str, neutral_text: str = "\n".jo
         f"{n_rows[0][1]} rows (per layer)",
         f"Concepts: {len(concepts)} (pairs separated by blank lines); one refusal direction"
         f"{' or subspace' if mode != MODES[0] else ''} each, projected out together",
+        *([f"Removed part set to the safe prompts' mean (a bias change) on {len(bias_changes)} of the {len(keys)} "
+           f"layers{'' if len(bias_changes) == len(keys) else ' (the others have no bias: set to zero there)'}"]
+          if measured else []),
         f"Mode: {mode}; rank asked {rank}{' per concept' if len(concepts) > 1 else ''}, kept {min(kept)}-{max(kept)}; "
         f"contrast {contrast:g}; strength {strength:g}",
         f"Edited {len(edits)} layer{'' if len(edits) == 1 else 's'}; share of the concept's effect "
         f"(unsafe − safe rows) removed: mean {sum(removed) / len(removed):.2%}; patches hold "
-        f"{sum(e.numel for e in edits) * 4 / 2**20:.2f} MiB",
+        f"{(sum(e.numel for e in edits) + sum(b.numel() for b in bias_changes.values())) * 4 / 2**20:.2f} MiB",
         "Per layer (forget = the unsafe − safe differences, retained = the neutral prompts' rows):",
         format_layer_table(edits),
     ]

@@ -13,7 +13,8 @@ File layout (``.safetensors``; every metadata value a string, as the format requ
               figures {key: [weight change, forget energy removed, retained outputs moved]},
               rows {set: {concepts, counts}}, spectra [names]
     tensors   erasure.<i>.up.<layer key>       [out, k]   (at strength 1)
-              erasure.<i>.down.<j>             [k, in]    (shared by the layers that read the same rows)
+              erasure.<i>.down.<j>             [k, in]    (shared by the layers that read the same rows; a
+                                                           bias change has up [out, 1] and down [1, 1])
               erasure.<i>.rows.<set>           [n, d]     (forget, retain, pooled_forget, pooled_retain)
               erasure.<i>.spectrum.<name>      [k]        (forget/retain energy shares and expanded gains)
               base_fingerprint                 [layers, 8, 8]  (:mod:`.fingerprint` of the edited weights, in

@@ -25,9 +25,11 @@ def _probes(out_features: int, in_features: int) -> tuple[torch.Tensor, torch.Te
 
 
 def weight_fingerprint(weight: torch.Tensor) -> torch.Tensor:
-    """``H W G`` (``[PROBES, PROBES]``, float32, on the CPU) of a 2-D weight."""
+    """``H W G`` (``[PROBES, PROBES]``, float32, on the CPU) of a 2-D weight, or of a bias as a one-column one."""
+    if weight.ndim == 1:
+        weight = weight[:, None]
     if weight.ndim != 2:
-        raise ValueError(f"A fingerprint is taken of 2-D weights (got shape {tuple(weight.shape)}).")
+        raise ValueError(f"A fingerprint is taken of 2-D weights and 1-D biases (got shape {tuple(weight.shape)}).")
     left, right = _probes(*weight.shape)
     read = weight.detach().to(torch.float64)
     return (left.to(read.device) @ read @ right.to(read.device)).to("cpu", torch.float32)

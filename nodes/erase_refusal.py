@@ -66,9 +66,10 @@ class EraseConceptsRefusal(io.ComfyNode):
                 io.Combo.Input("denoiser_recipe", options=DENOISER_RECIPES, default=MEASURED_RECIPE, optional=True,
                                tooltip="Denoiser source: how activations are read and projected. Measured (default): "
                                        "every image token's input to every block's attention output projection, "
-                                       "a rank-16 subspace (erases most concepts of the pack's miniature model). "
-                                       "Paper: the token mean of the last blocks' inputs, with the mode above "
-                                       "(barely erases there; docs/method.md says why)."),
+                                       "a rank-16 subspace, the removed part set to the safe prompts' mean (a "
+                                       "bias change; erases most concepts of the pack's miniature model). Paper: "
+                                       "the token mean of the last blocks' inputs, with the mode above, the removed "
+                                       "part set to zero (barely erases there; docs/method.md says why)."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched copy of the model that refuses the concept."),

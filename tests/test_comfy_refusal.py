@@ -131,7 +131,7 @@ def test_denoiser_source_paper_recipe_edits_the_last_blocks_and_reports_progress
                                                      denoiser_recipe=refusal.PAPER_RECIPE)
     finally:
         comfy.utils.set_progress_bar_global_hook(previous)
-    assert set(patched.patches) == DENOISER_LAYERS[family] and model.patches == {}
+    assert set(patched.patches) == DENOISER_LAYERS[family] and model.patches == {}     # the paper's: no bias change
     prompts = 2 * len(parse_pairs(PAIRS)) + len(DEFAULT_NEUTRAL_PROMPTS)
     assert (prompts * 3, prompts * 3) in ticks                         # one tick per denoiser call, to the end
     assert "denoiser activations (3 steps at 8x8 latent, layer inputs averaged over the tokens, last 2 blocks)" in report
@@ -168,20 +168,23 @@ def test_pooled_rows_keep_evenly_spaced_tokens_or_their_mean(pack):
 def test_denoiser_source_measured_recipe_projects_every_tokens_subspace_out_of_every_block(family, built, refusal,
                                                                                             comfy):
     """The default recipe: rows from every image token (steps × tokens per prompt) of every layer of the family's
-    denoiser pattern, each projected by its rank-MEASURED_RANK contrastive subspace; recomputed here from an
-    independent capture and the library."""
+    denoiser pattern, each projected by its rank-MEASURED_RANK contrastive subspace, and the removed part set to the
+    safe prompts' mean through the layer's bias where it has one; recomputed here from an independent capture and the
+    library, and checked on what the edited layer computes: ``W (x − P x + P μ_safe) + b``."""
     from cure_core.families import family_for_config
     from cure_core.refusal import DEFAULT_NEUTRAL_PROMPTS, MODES, parse_pairs, refusal_eraser
     activations = pack_module("comfy_glue.denoiser_activations")
     model, clip = built(family)
     patched, report = refusal.erase_with_refusal(model, clip, PAIRS, source="denoiser activations",
                                                  denoiser_steps=2, denoiser_size=8)
-    every = family_for_config(type(model.model.model_config).__name__).denoiser_layer_keys(
-        model.model.state_dict().keys(), 10**6)
-    assert set(patched.patches) == set(every) and model.patches == {}
+    state = model.model.state_dict()
+    every = family_for_config(type(model.model.model_config).__name__).denoiser_layer_keys(state.keys(), 10**6)
+    biases = {key: key.removesuffix("weight") + "bias" for key in every if key.removesuffix("weight") + "bias" in state}
+    assert set(patched.patches) == set(every) | set(biases.values()) and model.patches == {}
     assert set(DENOISER_LAYERS[family]) <= set(every)
     assert "every image token of the layer inputs, every block" in report and "Separation per layer" in report
     assert f"rank asked {refusal.MEASURED_RANK}" in report
+    assert f"Removed part set to the safe prompts' mean (a bias change) on {len(biases)} of the {len(every)}" in report
     pairs = parse_pairs(PAIRS)
     texts = [p for pair in pairs for p in pair] + list(DEFAULT_NEUTRAL_PROMPTS)
     captured = activations.capture_layer_inputs(model, [clip.encode_from_tokens_scheduled(clip.tokenize(t))
@@ -196,10 +199,18 @@ def test_denoiser_source_measured_recipe_projects_every_tokens_subspace_out_of_e
         subspace = eraser.right.T.float()                          # [d, k], orthonormal
         other = torch.randn(subspace.shape[0], generator=torch.Generator().manual_seed(0))
         other -= subspace @ (subspace.T @ other)
-        original = loaded_weights(comfy, model, [key])[key]
-        edited = loaded_weights(comfy, patched, [key])[key]
-        assert float((edited @ subspace).norm()) < 1e-3 * float((original @ subspace).norm()), key
-        assert torch.allclose(edited @ other, original @ other, atol=1e-4), key
+        layer = [key, biases[key]] if key in biases else [key]
+        original = loaded_weights(comfy, model, layer)
+        edited = loaded_weights(comfy, patched, layer)
+        assert float((edited[key] @ subspace).norm()) < 1e-3 * float((original[key] @ subspace).norm()), key
+        assert torch.allclose(edited[key] @ other, original[key] @ other, atol=1e-4), key
+        if key in biases:
+            safe_mean = safe.mean(0)
+            inputs = torch.randn(3, subspace.shape[0], generator=torch.Generator().manual_seed(1))
+            moved = inputs - (inputs - safe_mean) @ subspace @ subspace.T      # the removed part set to the mean
+            expected = moved @ original[key].T + original[biases[key]]
+            got = inputs @ edited[key].T + edited[biases[key]]
+            assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max())), key
 
 
 def test_denoiser_source_measured_recipe_shares_its_rank_among_a_lists_concepts(built, refusal):

@@ -137,6 +137,23 @@ def test_a_chain_of_cure_and_refusal_is_saved_and_applied_whole(built, erase, fi
         files.combine_erasure_files(model, [("chain", erasure_file)])
 
 
+def test_the_denoiser_sources_bias_change_is_saved_and_applied_with_its_weights(built, files, tiny, comfy, tmp_path):
+    """The refusal vector's measured recipe patches biases as well as weights: a file carries both, checks the
+    biases' shapes like the weights', and reproduces both on a fresh copy of the model."""
+    refusal = pack_module("comfy_glue.refusal").erase_with_refusal
+    model, clip = built("SD1.x")
+    patched, _ = refusal(model, clip, PAIRS, source="denoiser activations", denoiser_steps=2, denoiser_size=8)
+    erasure_file = saved(files, patched, tmp_path, "denoiser")
+    biases = [key for key in erasure_file.keys if key.endswith(".bias")]
+    assert biases and len(biases) == len(erasure_file.keys) // 2
+    applied, report = files.apply_erasure_file(tiny.tiny_model("SD1.x"), erasure_file)
+    assert sorted(applied.patches) == sorted(patched.patches)
+    assert_same_weights(comfy, patched, applied, sorted(patched.patches))
+    assert f"; {len(biases)} layers, saved at strength 1" in report
+    original = loaded_weights(comfy, model, biases)
+    assert all(not torch.allclose(original[k], loaded_weights(comfy, applied, [k])[k]) for k in biases[:2])
+
+
 def test_the_file_layout_round_trips(built, erase, files, layout):
     model, clip = built("SD1.x")
     patched, _ = erase(model, clip, "Van Gogh\nStarry Night", "Claude Monet")

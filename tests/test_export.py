@@ -53,6 +53,26 @@ def test_two_erasures_stack_in_one_file_and_refusal_exports_too(built, erase, ex
         assert torch.allclose(expected[key], got[key], atol=1e-5), key
 
 
+def test_the_denoiser_sources_bias_change_exports_as_diff_b(built, export, comfy):
+    """A bias change is no low-rank product: it goes in the file as ``<layer>.diff_b``, which the stock loader adds
+    to the bias."""
+    from comfy.sd import load_lora_for_models
+    refusal = pack_module("comfy_glue.refusal").erase_with_refusal
+    model, clip = built("SD1.x")
+    patched, _ = refusal(model, clip, PAIRS, source="denoiser activations", denoiser_steps=2, denoiser_size=8)
+    state_dict, metadata = export.erasure_lora(patched, torch.float32)
+    biases = sorted(key for key in patched.patches if key.endswith(".bias"))
+    assert biases and sorted(k for k in state_dict if k.endswith(".diff_b")) == [
+        key.removesuffix(".bias") + ".diff_b" for key in biases]
+    assert metadata["erasure_layers"] == str(len(patched.patches) - len(biases))
+    reloaded, _ = load_lora_for_models(model, None, state_dict, 1.0, 0.0)
+    keys = sorted(patched.patches)
+    assert sorted(reloaded.patches) == keys
+    expected, got = loaded_weights(comfy, patched, keys), loaded_weights(comfy, reloaded, keys)
+    for key in keys:
+        assert torch.allclose(expected[key], got[key], atol=1e-5), key
+
+
 def test_a_model_without_erasure_is_refused(built, export):
     with pytest.raises(ValueError, match="carries no erasure"):
         export.erasure_lora(built("SD1.x")[0])

@@ -241,6 +241,17 @@ def test_every_weight_reading_node_works_on_quantized_models(fmt, checkpoints, c
         denoiser = refusal.erase_with_refusal(model, clips[family], pairs, source=refusal.SOURCES[1],
                                               denoiser_steps=2, denoiser_size=8)[0]
         assert denoiser.patches and all(torch.isfinite(p).all() for p in patch_products(denoiser).values())
+        # its bias changes (the removed part set to the safe prompts' mean) reach what the layers compute, within
+        # one step of the dtype the loaded model keeps the bias in (ComfyUI loads a scaled fp8 file's biases as
+        # fp8 too, and rounds a patched one stochastically)
+        changes = {k: p.flatten() for k, p in patch_products(denoiser).items() if k.endswith(".bias")}
+        assert changes
+        moved, before = computed_biases(comfy, denoiser, changes), computed_biases(comfy, model, changes)
+        for key, change in changes.items():
+            kept = torch.finfo(comfy.utils.get_attr(model.model, key).dtype)
+            target = before[key] + change
+            step = kept.eps * target.abs() + kept.eps * kept.smallest_normal
+            assert ((moved[key] - target).abs() <= step * 1.01 + 1e-6).all(), key
         image = spectrum.spectrum_image(patched)
         assert image.ndim == 4 and image.shape[-1] == 3
         assert model.patches == {}
@@ -323,6 +334,19 @@ def test_the_edit_is_the_same_while_the_model_is_loaded_partially(fmt, checkpoin
                 assert relative(weight, full[key]) <= 1e-5, key
         finally:
             got.unpatch_model()
+
+
+def computed_biases(comfy, model, keys) -> dict[str, torch.Tensor]:
+    """What each layer of the bias ``keys`` adds to its output, loaded the way sampling loads the model:
+    ``layer(0)`` (without gradients, as ComfyUI runs a graph)."""
+    with torch.no_grad():
+        comfy.mm.load_models_gpu([model], force_full_load=True)
+        biases = {}
+        for key in keys:
+            layer = comfy.utils.get_attr(model.model, key.removesuffix(".bias"))
+            biases[key] = layer(torch.zeros(1, layer.in_features)).float()[0].clone()
+        comfy.mm.unload_all_models()
+    return biases
 
 
 def layer_functions(comfy, model, keys) -> dict[str, torch.Tensor]:

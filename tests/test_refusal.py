@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from cure_core.refusal import MODES, refusal_eraser, refusal_projector, refusal_subspace, separation
+from cure_core.refusal import (MODES, mean_shift_bias, refusal_eraser, refusal_projector, refusal_subspace,
+                               separation)
 
 D = 32
 
@@ -51,6 +52,25 @@ def test_strength_scales_and_rank_k_mode_projects_the_subspace():
     sub = refusal_eraser(varied, safe, neutral_rows(), rank=3, mode=MODES[1], dtype=torch.float64)
     assert sub.rank == 3
     assert torch.allclose(sub.right @ sub.right.T, torch.eye(3, dtype=torch.float64), atol=1e-10)
+
+
+def test_the_mean_shift_sets_the_removed_part_to_the_safe_mean():
+    """``W' x + Δb`` is the layer applied to ``x`` with its component along the refusal direction replaced by the
+    safe rows' (at strength λ: moved that far toward it), so an unsafe row and its safe twin come out alike."""
+    unsafe, safe = planted_pairs()
+    weight = torch.randn(7, D, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    for strength in (1.0, 0.6):
+        eraser = refusal_eraser(unsafe, safe, neutral_rows(), strength=strength, dtype=torch.float64)
+        change = mean_shift_bias(weight, eraser, safe.mean(0))
+        edited = weight - weight @ eraser.dense()
+        q = eraser.right[0]
+        moved = unsafe - strength * torch.outer(unsafe @ q - float(safe.mean(0) @ q), q)
+        assert torch.allclose(unsafe @ edited.T + change, moved @ weight.T, atol=1e-10)
+    # at strength 1 the concept's push (3 e0, almost all along q) is gone: the unsafe rows land on the safe ones'
+    eraser = refusal_eraser(unsafe, safe, neutral_rows(), dtype=torch.float64)
+    edited = weight - weight @ eraser.dense()
+    outputs = unsafe @ edited.T + mean_shift_bias(weight, eraser, safe.mean(0))
+    assert float((outputs - safe @ weight.T).mean(0).norm()) < 0.05 * float(((unsafe - safe) @ weight.T).mean(0).norm())
 
 
 def test_separation_is_the_mean_difference_in_units_of_the_neutral_spread():
