@@ -124,14 +124,17 @@ def principal_rows(rows: torch.Tensor, min_share: float = 0.0, energy: float = 1
 
     When every component of independent rows reaches ``min_share`` (``EEᵀ − min_share·tr(EEᵀ)·I`` has a Cholesky
     factor) nothing would be left out and the rows are returned as they are: a random-weight encoder's rows are
-    full rank, and their eigendecomposition would cost most of a long list's edit."""
-    e = _check_embeddings(rows, "input").to(torch.float64)
-    gram = e @ e.T if e.shape[0] <= e.shape[1] else None
-    if gram is not None and min_share > 0 and energy >= 1.0:
+    full rank, and their eigendecomposition would cost most of a long list's edit. That test reads the rows in
+    their own precision: a wrong answer either way only keeps rows that could have been compacted or decomposes
+    them, both exact."""
+    e = _check_embeddings(rows, "input")
+    if e.shape[0] <= e.shape[1] and min_share > 0 and energy >= 1.0:
+        gram = e @ e.T
         eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
         if int(torch.linalg.cholesky_ex(gram - min_share * gram.trace() * eye).info) == 0:
             return rows
-    basis, shares, total = _spectrum(e, gram)
+    e = e.to(torch.float64)
+    basis, shares, total = _spectrum(e)
     keep = int((shares >= min_share).sum())
     if energy < 1.0:
         needed = torch.searchsorted(torch.cumsum(shares, 0), torch.tensor(energy, dtype=shares.dtype)).item() + 1
@@ -360,9 +363,12 @@ def _kept_spectrum(shares: list[torch.Tensor], alpha: float) -> tuple[torch.Tens
 def _odds_matrix(sets: list[torch.Tensor], alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``M = Σ_c U_c diag(odds_c) U_cᵀ`` (``d × d``) over every component of every concept, with the shares and
     gains the report shows (:func:`_kept_spectrum`)."""
-    odds_rows, shares = zip(*(_odds_rows(rows, alpha) for rows in sets))
-    stacked = torch.cat(odds_rows)
-    return stacked.T @ stacked, *_kept_spectrum(list(shares), alpha)
+    odds, shares = None, []
+    for rows in sets:        # summed concept by concept: a long list's rows are never stacked (hundreds of MB)
+        x, share = _odds_rows(rows, alpha)
+        odds = x.T @ x if odds is None else odds.addmm_(x.T, x)
+        shares.append(share)
+    return odds, *_kept_spectrum(shares, alpha)
 
 
 def joint_eraser(forget_sets: list[torch.Tensor], retain_sets: list[torch.Tensor] | None = None,

@@ -420,6 +420,8 @@ def test_a_spectral_factor_keeps_every_component_that_can_reach_the_cutoff():
     assert torch.allclose(factor.T @ factor, strong, atol=1e-9)
     flat = torch.randn(12, D, generator=g, dtype=torch.float64)
     assert spectral_factor(flat) is flat                           # nothing to leave out: no decomposition
+    single = flat.float()                                          # the encoder's float32 rows, tested as they are
+    assert spectral_factor(single) is single
     assert torch.allclose(principal_rows(flat).T @ principal_rows(flat), flat.T @ flat, atol=1e-9)
 
 
