@@ -16,7 +16,7 @@ from ..cure_core.erasure_file import ErasureFile, load_erasure_file, number_text
 from ..cure_core.fingerprint import SAME_CHECKPOINT_TOLERANCE, relative_differences
 from .cure import erase_rows
 from .family import detect_family
-from .patching import add_erasure, base_weights_identity, erasures_on, is_bias
+from .patching import add_erasure, base_weights_identity, erasures_on, is_bias, layer_count
 from .weights import weight_shape
 
 FOLDER = "erasures"
@@ -105,7 +105,7 @@ def _describe(erasure_file: ErasureFile, name: str, verified: str) -> list[str]:
     for erasure in erasure_file.erasures:
         recipe = erasure.record.recipe
         what = recipe.get("forget") or recipe.get("pairs", "")
-        lines.append(f"  {recipe.get('method')}: {what.replace(chr(10), ', ')}; {sum(not is_bias(k) for k in erasure.layers)} layers, "
+        lines.append(f"  {recipe.get('method')}: {what.replace(chr(10), ', ')}; {layer_count(erasure.layers)} layers, "
                      f"saved at strength {erasure.strength:g}")
     return lines
 
@@ -156,6 +156,6 @@ def save_to_folder(model, filename_prefix: str) -> tuple[str, str]:
     full_folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder)
     path = os.path.join(full_folder, f"{filename}_{counter:05}_{EXTENSION}")
     save_erasure_file(path, erasure_file)
-    message = (f"Saved {len(erasure_file.erasures)} erasure(s) of {sum(not is_bias(k) for k in erasure_file.keys)} layers to {path} "
+    message = (f"Saved {len(erasure_file.erasures)} erasure(s) of {layer_count(erasure_file.keys)} layers to {path} "
                f"({os.path.getsize(path) / 2**20:.2f} MiB)")
     return path, message

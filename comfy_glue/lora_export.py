@@ -13,7 +13,7 @@ import comfy.model_detection
 import comfy.utils
 import folder_paths
 
-from .patching import ErasureAdapter, base_weights_identity, erasures_on, is_bias
+from .patching import ErasureAdapter, base_weights_identity, erasures_on, is_bias, layer_count
 from .weights import weight_shape
 
 LORA_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -95,7 +95,8 @@ def erasure_lora(model, dtype: torch.dtype = torch.float16) -> tuple[dict[str, t
         state_dict[f"{name}.lora_down.weight"] = torch.cat([d for _, d in factors[key]], dim=0).to(dtype).contiguous()
     digest, _ = base_weights_identity(model, factors)
     metadata = {"erasure_recipes": json.dumps(recipes), "erasure_base_weights_sha256": digest,
-                "erasure_layers": str(sum(not is_bias(key) for key in factors)), "ss_network_module": "comfyui-concept-erasure"}
+                "erasure_layers": str(layer_count(factors)),
+                "ss_network_module": "comfyui-concept-erasure"}
     return state_dict, metadata
 
 

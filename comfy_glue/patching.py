@@ -59,6 +59,11 @@ def is_bias(key: str) -> bool:
     return key.endswith(".bias")
 
 
+def layer_count(keys) -> int:
+    """How many layers the patch ``keys`` edit: a bias change belongs to its layer, whose weight is edited too."""
+    return sum(not is_bias(key) for key in keys)
+
+
 def bias_factors(change: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A bias change as the ``(up, down)`` an :class:`ErasureAdapter` carries, ``[out, 1] @ [1, 1]``: ComfyUI's LoRA
     arithmetic reshapes the product onto the 1-D bias, and erasure files, baking and the LoRA export then carry it
