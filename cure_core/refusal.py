@@ -19,6 +19,8 @@ from .checks import check_choice
 from .spectral import LowRankEraser, spectral_basis
 
 MODES = ("refusal direction (rank 1)", "refusal subspace (rank k)")
+# An eigenvalue of C counts as positive above this share of the largest (float64 rounding is about 1e-16 of it).
+POSITIVE = 1e-10
 
 
 def _check(name: str, rows: torch.Tensor) -> torch.Tensor:
@@ -34,8 +36,11 @@ def refusal_subspace(unsafe: torch.Tensor, safe: torch.Tensor, neutral: torch.Te
     """``(r, U_k, eigenvalues)``: the mean difference ``r [d]``, the contrastive subspace ``U_k [d, k]``
     (orthonormal, only directions with a positive eigenvalue) and its eigenvalues ``[k]``.
 
-    ``C`` lives in the span of the differences and neutral rows, so it is diagonalised there
-    (a few hundred dimensions) instead of as a ``d × d`` matrix.
+    ``C`` lives in the span of the differences and neutral rows, so with fewer rows than dimensions it is
+    diagonalised there (a few hundred dimensions) instead of as a ``d × d`` matrix. With at least as many rows
+    (the denoiser source: thousands of image tokens) the span is the whole space, and finding it would cost a
+    second ``d × d`` eigendecomposition, so ``C`` is diagonalised as it is; directions no row reaches then get an
+    eigenvalue of rounding size, which the threshold below leaves out.
     """
     unsafe, safe = _check("unsafe", unsafe), _check("safe", safe)
     if unsafe.shape != safe.shape:
@@ -57,19 +62,21 @@ def refusal_subspace(unsafe: torch.Tensor, safe: torch.Tensor, neutral: torch.Te
         centered = neutral - neutral.mean(0)
         if float(centered.norm()) > 0:
             stacked = torch.cat([differences, centered])
-    basis, _ = spectral_basis(stacked)                             # orthonormal span [d, s]
-    d_coords = differences @ basis
+    in_span = stacked.shape[0] < stacked.shape[1]
+    basis = spectral_basis(stacked)[0] if in_span else None       # orthonormal span [d, s], or the whole space
+    d_coords = differences @ basis if in_span else differences
     covariance = d_coords.T @ d_coords / differences.shape[0]      # C_r, second moment of the differences
     if centered is not None and contrast > 0:
-        n_coords = centered @ basis
+        n_coords = centered @ basis if in_span else centered
         covariance = covariance - contrast * (n_coords.T @ n_coords) / max(centered.shape[0] - 1, 1)
     eigenvalues, vectors = torch.linalg.eigh(covariance)
     order = torch.argsort(eigenvalues, descending=True)[:rank]
-    order = order[eigenvalues[order] > 0]
+    order = order[eigenvalues[order] > POSITIVE * eigenvalues.abs().max()]
     if order.numel() == 0:
         raise ValueError("The neutral prompts vary more than the pairs differ in every direction: lower the "
                          "contrast, or give pairs that differ only by the concept.")
-    return mean_difference, basis @ vectors[:, order], eigenvalues[order]
+    subspace = basis @ vectors[:, order] if in_span else vectors[:, order]
+    return mean_difference, subspace, eigenvalues[order]
 
 
 def separation(differences: torch.Tensor, neutral: torch.Tensor | None) -> float:

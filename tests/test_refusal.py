@@ -106,6 +106,26 @@ def test_subspace_is_built_in_the_span_without_a_dense_eigendecomposition():
     assert torch.allclose(r, (unsafe - safe).mean(0))
 
 
+def test_more_rows_than_dimensions_give_the_same_subspace_and_only_directions_the_rows_reach():
+    """With more rows than dimensions (the denoiser source's image tokens) C is diagonalised in the whole space
+    instead of in the rows' span: the subspace is C's own in the span (recomputed here in the span's coordinates),
+    with none of the directions no row reaches (rows confined to 10 of 32 dimensions, 50 of them, every positive
+    direction asked for)."""
+    g = torch.Generator().manual_seed(5)
+    confined = torch.linalg.qr(torch.randn(D, 10, generator=g, dtype=torch.float64))[0]      # [D, 10]
+    safe = torch.randn(30, 10, generator=g, dtype=torch.float64) @ confined.T
+    unsafe = safe + (torch.randn(30, 10, generator=g, dtype=torch.float64) * 0.3 + 2.0) @ confined.T
+    neutral = 0.2 * torch.randn(20, 10, generator=g, dtype=torch.float64) @ confined.T
+    _, subspace, eigenvalues = refusal_subspace(unsafe, safe, neutral, rank=D)
+    differences, centered = (unsafe - safe) @ confined, (neutral - neutral.mean(0)) @ confined
+    covariance = differences.T @ differences / 30 - centered.T @ centered / 19
+    values, vectors = torch.linalg.eigh(covariance)
+    expected = confined @ vectors[:, values > 0]
+    assert subspace.shape[1] == expected.shape[1] <= 10                                    # no rounding directions
+    assert torch.allclose(subspace @ subspace.T, expected @ expected.T, atol=1e-10)
+    assert torch.allclose(eigenvalues, values[values > 0].flip(0), atol=1e-10)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"rank": 0}, "rank"), ({"contrast": -1.0}, "contrast"), ({"contrast": math.nan}, "contrast"),
     ({"strength": 1.5}, "strength"), ({"mode": "everything"}, "Unknown mode"),
